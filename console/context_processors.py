@@ -1,0 +1,30 @@
+"""What the page layout needs on every page: the account, the region selector."""
+
+from django.urls import NoReverseMatch, reverse
+
+from .selectors import accounts_of, current_account, enabled_regions
+
+
+def region_switch_url(match, code):
+    """Rule G3: the same kind of page in another region (a list page for a detail page)."""
+    kwargs = dict(match.captured_kwargs)
+    kwargs["region"] = code
+    try:
+        if set(kwargs) == {"region"}:
+            return reverse(match.view_name, kwargs=kwargs)
+        return reverse(f"{match.namespace}:list", kwargs={"region": code})
+    except NoReverseMatch:
+        return reverse("vaults:list", kwargs={"region": code})
+
+
+def console(request):
+    match = getattr(request, "resolver_match", None)
+    if not request.user.is_authenticated or match is None or "region" not in match.kwargs:
+        return {}
+    regions = list(enabled_regions())
+    return {
+        "current_account": current_account(request),
+        "user_accounts": accounts_of(request.user),
+        "region_links": [(r, region_switch_url(match, r.code)) for r in regions],
+        "current_region_code": match.kwargs["region"],
+    }

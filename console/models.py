@@ -1,0 +1,129 @@
+"""Tenancy (accounts, members, resource groups), regions and the audit log.
+
+Vaults and their keys live in `vaults`; this app holds what every page of the
+console is scoped by.
+"""
+
+from django.conf import settings
+from django.db import models
+
+
+class Account(models.Model):
+    """Rule A1: the owner of all data; users reach it through memberships."""
+
+    slug = models.SlugField(max_length=63, unique=True)
+    name = models.CharField(max_length=128)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return self.slug
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Administrator"
+        OPERATOR = "operator", "Operator"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ADMIN)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "account"], name="one_membership_per_user_account")]
+
+    def __str__(self):
+        return f"{self.user} in {self.account}"
+
+
+class ResourceGroup(models.Model):
+    """Rule A2: every vault is in exactly one group; each account has a default."""
+
+    DEFAULT_NAME = "default"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="resource_groups")
+    name = models.CharField(max_length=64)
+    is_default = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-is_default", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "name"], name="unique_resource_group_name"),
+            models.UniqueConstraint(
+                fields=["account"], condition=models.Q(is_default=True), name="one_default_resource_group"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class Region(models.Model):
+    """Rule G1: a code, a display name, an object store of its own, two flags."""
+
+    class StoreBackend(models.TextChoices):
+        DEFAULT = "", "Deployment default"
+        LOCAL = "local", "Local directory"
+        S3 = "s3", "S3-compatible bucket"
+
+    code = models.SlugField(max_length=32, unique=True)
+    name = models.CharField(max_length=64)
+    supports_zrs = models.BooleanField("supports zone-redundant storage", default=False)
+    supports_cross_region = models.BooleanField("supports cross-region backup", default=True)
+    is_enabled = models.BooleanField("enabled", default=True)
+    position = models.PositiveIntegerField(default=100)
+    store_backend = models.CharField(max_length=8, choices=StoreBackend.choices, default="", blank=True)
+    store_location = models.CharField(
+        max_length=255, blank=True, help_text="Directory (local) or bucket (S3); empty for the deployment default."
+    )
+    store_endpoint_url = models.CharField(
+        max_length=255, blank=True, help_text="S3 endpoint of this region; empty for the deployment default."
+    )
+
+    class Meta:
+        ordering = ["position", "code"]
+
+    def __str__(self):
+        return f"{self.name} ({self.code})"
+
+    @property
+    def redundancy(self):
+        """Rule V3: the system picks ZRS where the region supports it."""
+        return "ZRS" if self.supports_zrs else "LRS"
+
+
+class AuditLog(models.Model):
+    """Rule A3: append-only; rows are written by services and never changed."""
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success", "Success"
+        REFUSED = "refused", "Refused"
+        FAILED = "failed", "Failed"
+
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_name = models.CharField(max_length=150)
+    account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    region_code = models.CharField(max_length=32, blank=True)
+    object_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=64, blank=True)
+    action = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.SUCCESS)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["account", "-created"])]
+
+    def __str__(self):
+        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_id} {self.outcome}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("The audit log is append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("The audit log is append-only.")

@@ -1,0 +1,44 @@
+"""Read queries the console shares: the user's accounts, regions, the audit log."""
+
+from django.http import Http404
+
+from .models import Account, AuditLog, Region
+
+
+def accounts_of(user):
+    if not user.is_authenticated:
+        return Account.objects.none()
+    return Account.objects.filter(memberships__user=user).order_by("slug")
+
+
+def enabled_regions():
+    return Region.objects.filter(is_enabled=True)
+
+
+def region_or_404(code):
+    """An unknown or disabled region code in a URL is a 404."""
+    try:
+        return enabled_regions().get(code=code)
+    except Region.DoesNotExist:
+        raise Http404(f"No region {code!r}.") from None
+
+
+def audit_log_of(account, region=None):
+    rows = AuditLog.objects.filter(account=account).select_related("actor")
+    if region is not None:
+        rows = rows.filter(region_code=region.code)
+    return rows
+
+
+SESSION_ACCOUNT_KEY = "account"
+
+
+def current_account(request):
+    """The account the user works in: the one chosen in the session, else their first."""
+    accounts = accounts_of(request.user)
+    chosen = request.session.get(SESSION_ACCOUNT_KEY)
+    if chosen:
+        account = accounts.filter(slug=chosen).first()
+        if account is not None:
+            return account
+    return accounts.first()

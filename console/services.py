@@ -1,0 +1,161 @@
+"""Actions on accounts, members, resource groups and regions, and the audit writer.
+
+Every state change of the product goes through a service function that writes
+one audit row (rule A3); vault actions live in `vaults.services`.
+"""
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from .models import Account, AuditLog, Membership, Region, ResourceGroup
+
+
+def actor_label(actor):
+    if actor is None:
+        return "system"
+    return actor.get_username()
+
+
+def record_audit(
+    *, actor, action, object_type, object_id="", account=None, region_code="", outcome="success", **detail
+):
+    """Rule A3: one append-only row per state-changing action, refusals included."""
+    return AuditLog.objects.create(
+        actor=actor if actor is not None and actor.is_authenticated else None,
+        actor_name=actor_label(actor),
+        account=account,
+        region_code=region_code,
+        object_type=object_type,
+        object_id=str(object_id),
+        action=action,
+        outcome=outcome,
+        detail=detail,
+    )
+
+
+def record_refusal(*, actor, action, error, **kwargs):
+    """Write a refused action to the audit log outside the refused transaction."""
+    messages = error.messages if isinstance(error, ValidationError) else [str(error)]
+    return record_audit(
+        actor=actor, action=action, outcome=AuditLog.Outcome.REFUSED, reason="; ".join(messages), **kwargs
+    )
+
+
+@transaction.atomic
+def create_account(*, actor, slug, name):
+    """Rule A2: an account comes with its default resource group."""
+    if Account.objects.filter(slug=slug).exists():
+        raise ValidationError({"slug": f"An account named {slug!r} already exists."})
+    account = Account.objects.create(slug=slug, name=name)
+    ResourceGroup.objects.create(account=account, name=ResourceGroup.DEFAULT_NAME, is_default=True)
+    record_audit(actor=actor, action="create_account", object_type="account", object_id=account.pk, account=account)
+    return account
+
+
+@transaction.atomic
+def add_member(*, actor, account, user, role=Membership.Role.ADMIN):
+    membership, created = Membership.objects.get_or_create(user=user, account=account, defaults={"role": role})
+    if created:
+        record_audit(
+            actor=actor,
+            action="add_member",
+            object_type="membership",
+            object_id=membership.pk,
+            account=account,
+            user=user.get_username(),
+        )
+    return membership
+
+
+@transaction.atomic
+def remove_member(*, actor, membership):
+    record_audit(
+        actor=actor,
+        action="remove_member",
+        object_type="membership",
+        object_id=membership.pk,
+        account=membership.account,
+        user=membership.user.get_username(),
+    )
+    membership.delete()
+
+
+@transaction.atomic
+def create_resource_group(*, actor, account, name):
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "Enter a resource group name."})
+    if ResourceGroup.objects.filter(account=account, name=name).exists():
+        raise ValidationError({"name": f"The resource group {name!r} already exists."})
+    group = ResourceGroup.objects.create(account=account, name=name)
+    record_audit(
+        actor=actor,
+        action="create_resource_group",
+        object_type="resource_group",
+        object_id=group.pk,
+        account=account,
+        name=name,
+    )
+    return group
+
+
+REGION_FIELDS = (
+    "code",
+    "name",
+    "supports_zrs",
+    "supports_cross_region",
+    "is_enabled",
+    "position",
+    "store_backend",
+    "store_location",
+    "store_endpoint_url",
+)
+
+
+@transaction.atomic
+def save_region(*, actor, region):
+    """Add a region, or disable, rename or re-point the storage of one (rule G2)."""
+    if region.pk is not None:
+        old = Region.objects.select_for_update().get(pk=region.pk)
+        if old.code != region.code and old.vaults.exists():
+            raise ValidationError({"code": "A region that holds vaults cannot change its code."})
+        changed = {f: getattr(region, f) for f in REGION_FIELDS if getattr(old, f) != getattr(region, f)}
+        action = "update_region"
+    else:
+        changed = {f: getattr(region, f) for f in REGION_FIELDS}
+        action = "add_region"
+    region.full_clean()
+    region.save()
+    record_audit(
+        actor=actor,
+        action=action,
+        object_type="region",
+        object_id=region.code,
+        region_code=region.code,
+        changed=changed,
+    )
+    return region
+
+
+def get_user(username):
+    return get_user_model().objects.get(username=username)
+
+
+@transaction.atomic
+def rename_account(*, actor, account, name):
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "Enter the account's name."})
+    if name != Account.objects.get(pk=account.pk).name:
+        account.name = name
+        account.save(update_fields=["name"])
+        record_audit(
+            actor=actor,
+            action="rename_account",
+            object_type="account",
+            object_id=account.pk,
+            account=account,
+            name=name,
+        )
+    return account

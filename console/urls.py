@@ -1,0 +1,43 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from . import views
+
+region_pages = [
+    path(
+        "backup-jobs/",
+        views.section,
+        name="backup-jobs",
+        kwargs={"title": "Backup Jobs", "blurb": "Backup jobs of this region will be listed here."},
+    ),
+    path(
+        "restore-jobs/",
+        views.section,
+        name="restore-jobs",
+        kwargs={"title": "Restore Jobs", "blurb": "Restore jobs of this region will be listed here."},
+    ),
+    path(
+        "policies/",
+        views.section,
+        name="policy-center",
+        kwargs={"title": "Policy Center", "blurb": "Backup policies of this region will be listed here."},
+    ),
+    path(
+        "usage/",
+        views.section,
+        name="usage",
+        kwargs={"title": "Usage & Billing", "blurb": "Storage and traffic usage of this region will be shown here."},
+    ),
+    path("audit-log/", views.audit_log, name="audit-log"),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/switch/", views.switch_account, name="switch-account"),
+    path("regions/<slug:region>/vaults/", include("vaults.urls")),
+    path("regions/<slug:region>/", include((region_pages, "console"))),
+    path("admin/", admin.site.urls),
+]

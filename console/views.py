@@ -1,0 +1,55 @@
+"""Console shell: home, account switch, region-scoped pages other apps do not own yet, audit log."""
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from .selectors import SESSION_ACCOUNT_KEY, accounts_of, audit_log_of, current_account, enabled_regions, region_or_404
+
+
+def console_scope(request, region_code):
+    """(account, region) for a region-scoped page; unknown or disabled regions are a 404."""
+    return current_account(request), region_or_404(region_code)
+
+
+def no_account(request, region):
+    return render(request, "console/no_account.html", {"region": region}, status=403)
+
+
+@login_required
+def home(request):
+    region = enabled_regions().first()
+    if region is None:
+        return render(request, "console/no_region.html", status=503)
+    return redirect("vaults:list", region=request.session.get("region") or region.code)
+
+
+@login_required
+@require_POST
+def switch_account(request):
+    account = accounts_of(request.user).filter(slug=request.POST.get("account", "")).first()
+    if account is None:
+        return HttpResponseBadRequest("Not a member of that account.")
+    request.session[SESSION_ACCOUNT_KEY] = account.slug
+    return redirect(request.POST.get("next") or "home")
+
+
+@login_required
+def section(request, region, title, blurb):
+    account, region = console_scope(request, region)
+    if account is None:
+        return no_account(request, region)
+    return render(
+        request, "console/section.html", {"region": region, "account": account, "title": title, "blurb": blurb}
+    )
+
+
+@login_required
+def audit_log(request, region):
+    account, region = console_scope(request, region)
+    if account is None:
+        return no_account(request, region)
+    page = Paginator(audit_log_of(account, region), 50).get_page(request.GET.get("page"))
+    return render(request, "console/audit_log.html", {"region": region, "account": account, "page": page})

@@ -1,0 +1,1 @@
+"""Cross-region replication of vaults (replication pairs and the copy engine)."""

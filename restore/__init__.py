@@ -1,0 +1,1 @@
+"""Restore jobs and restore targets."""

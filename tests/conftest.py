@@ -1,0 +1,224 @@
+"""Shared fixtures: accounts and users, isolated region stores and key services, and the
+real servers some tests need (moto's S3/KMS server, a Celery worker process)."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from console import services as console_services
+from console.models import Region
+from vaults import keys, objectstore, services
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, proc, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered on port {port}")
+
+
+@pytest.fixture(autouse=True)
+def isolated_stores(settings, tmp_path):
+    """Each test gets its own region directories, key service files and master secret."""
+    settings.OBJECT_STORE = {**settings.OBJECT_STORE, "backend": "local", "root": str(tmp_path / "regions")}
+    settings.KMS = {**settings.KMS, "backend": "local", "local_root": str(tmp_path / "kms")}
+    settings.MASTER_SECRET = ""
+    settings.MASTER_SECRET_FILE = tmp_path / "secrets" / "master.key"
+    objectstore._store_for.cache_clear()
+    keys._kms_client.cache_clear()
+    yield tmp_path
+    objectstore._store_for.cache_clear()
+    keys._kms_client.cache_clear()
+
+
+@pytest.fixture
+def region(db):
+    return Region.objects.get(code="cn-hangzhou")
+
+
+@pytest.fixture
+def lrs_region(db):
+    return Region.objects.get(code="us-west-1")
+
+
+def make_user(username, *, staff=False, superuser=False):
+    return get_user_model().objects.create_user(
+        username=username, password="pw-" + username, is_staff=staff, is_superuser=superuser
+    )
+
+
+@pytest.fixture
+def account(db):
+    return console_services.create_account(actor=None, slug="acme", name="Acme")
+
+
+@pytest.fixture
+def other_account(db):
+    return console_services.create_account(actor=None, slug="globex", name="Globex")
+
+
+@pytest.fixture
+def user(account):
+    u = make_user("alice")
+    console_services.add_member(actor=None, account=account, user=u)
+    return u
+
+
+@pytest.fixture
+def other_user(other_account):
+    u = make_user("mallory")
+    console_services.add_member(actor=None, account=other_account, user=u)
+    return u
+
+
+@pytest.fixture
+def alice(client, user):
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def make_vault(account, region):
+    def make(name="vault-1", *, acct=None, reg=None, **kwargs):
+        return services.create_vault(actor=None, account=acct or account, region=reg or region, name=name, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's S3 and KMS served over HTTP on loopback, as its own process."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def s3_stores(settings, moto_server):
+    """Every region's object store is a bucket on the loopback S3 server (one bucket set per test)."""
+    settings.OBJECT_STORE = {
+        **settings.OBJECT_STORE,
+        "backend": "s3",
+        "endpoint_url": moto_server,
+        "bucket_template": "t" + uuid.uuid4().hex[:12] + "-{region}",
+        "access_key": "testing",
+        "secret_key": "testing",
+    }
+    objectstore._store_for.cache_clear()
+    return settings.OBJECT_STORE
+
+
+@pytest.fixture
+def aws_kms(settings, moto_server):
+    """The KMS key provider talks to the loopback KMS API through boto3."""
+    settings.KMS = {
+        **settings.KMS,
+        "backend": "aws",
+        "endpoint_url": moto_server,
+        "access_key": "testing",
+        "secret_key": "testing",
+    }
+    keys._kms_client.cache_clear()
+    return settings.KMS
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, settings, isolated_stores):
+    """A real `celery worker` process on a queue of its own, sharing the test database and stores."""
+    from console.celery import app
+
+    queue = "test-" + uuid.uuid4().hex[:8]
+    previous_queue = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        database_url = f"sqlite:///{db['NAME']}"
+    else:
+        database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "OBJECT_STORE_BACKEND": settings.OBJECT_STORE["backend"],
+        "OBJECT_STORE_ROOT": settings.OBJECT_STORE["root"],
+        "S3_ENDPOINT_URL": settings.OBJECT_STORE["endpoint_url"],
+        "S3_BUCKET_TEMPLATE": settings.OBJECT_STORE["bucket_template"],
+        "S3_ACCESS_KEY_ID": settings.OBJECT_STORE["access_key"],
+        "S3_SECRET_ACCESS_KEY": settings.OBJECT_STORE["secret_key"],
+        "KMS_BACKEND": settings.KMS["backend"],
+        "KMS_LOCAL_ROOT": settings.KMS["local_root"],
+        "KMS_ENDPOINT_URL": settings.KMS["endpoint_url"],
+        "CLOUD_BACKUP_MASTER_SECRET_FILE": str(settings.MASTER_SECRET_FILE),
+        "CELERY_DEFAULT_QUEUE": queue,
+    }
+    log = open(isolated_stores / "worker.log", "w")
+    proc = subprocess.Popen(
+        [
+            str(BIN / "celery"),
+            "-A",
+            "console",
+            "worker",
+            "-Q",
+            queue,
+            "--concurrency=1",
+            "--pool=prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel=INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        app.conf.task_default_queue = previous_queue
+        log.close()
+
+
+def wait_until(predicate, timeout=30, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

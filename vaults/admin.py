@@ -1,0 +1,165 @@
+"""Operators' admin for vaults and KMS keys; every change goes through `vaults.services`."""
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+
+from console.adminsupport import ServiceAdminForm, ServiceModelAdmin
+from console.models import Account, Region, ResourceGroup
+
+from . import services
+from .models import KmsKey, Vault
+
+
+class VaultAddForm(ServiceAdminForm):
+    class Meta:
+        model = Vault
+        fields = (
+            "account",
+            "region",
+            "name",
+            "description",
+            "resource_group",
+            "vault_type",
+            "encryption_method",
+            "kms_key",
+        )
+
+    def run_service(self, cleaned):
+        return services.create_vault(
+            actor=self.actor,
+            account=cleaned["account"],
+            region=cleaned["region"],
+            name=cleaned["name"],
+            description=cleaned["description"],
+            resource_group=cleaned["resource_group"],
+            vault_type=cleaned["vault_type"],
+            encryption_method=cleaned["encryption_method"],
+            kms_key=cleaned["kms_key"],
+        )
+
+
+class VaultChangeForm(ServiceAdminForm):
+    """Only what may change after creation; the key, type and region never do (rule V4)."""
+
+    class Meta:
+        model = Vault
+        fields = ("name", "description", "resource_group")
+
+    def run_service(self, cleaned):
+        return services.update_vault(
+            actor=self.actor,
+            vault=self.instance,
+            name=cleaned["name"],
+            description=cleaned["description"],
+            resource_group=cleaned["resource_group"],
+        )
+
+
+@admin.register(Vault)
+class VaultAdmin(ServiceModelAdmin):
+    list_display = (
+        "name",
+        "id",
+        "account",
+        "region",
+        "vault_type",
+        "status",
+        "redundancy",
+        "encryption_method",
+        "data_size",
+        "backup_lock",
+    )
+    list_filter = ("vault_type", "status", "encryption_method", "region")
+    search_fields = ("name", "id")
+    list_select_related = ("account", "region")
+    readonly_fields = (
+        "id",
+        "account",
+        "region",
+        "vault_type",
+        "status",
+        "status_reason",
+        "redundancy",
+        "encryption_method",
+        "kms_key",
+        "data_size",
+        "backup_lock",
+        "created",
+        "updated",
+    )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["form"] = VaultChangeForm if obj else VaultAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj else ()
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return list(VaultAddForm.Meta.fields)
+        return ["name", "description", "resource_group", *self.readonly_fields]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        accounts = self.user_account_ids(request)
+        if db_field.name == "account":
+            kwargs["queryset"] = Account.objects.filter(pk__in=accounts)
+        elif db_field.name == "region":
+            kwargs["queryset"] = Region.objects.filter(is_enabled=True)
+        elif db_field.name == "resource_group":
+            kwargs["queryset"] = ResourceGroup.objects.filter(account__in=accounts)
+        elif db_field.name == "kms_key":
+            kwargs["queryset"] = KmsKey.objects.filter(account__in=accounts).select_related("region")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and services.deletion_refusal(obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj):
+        """The admin's own confirmation page is the explicit confirmation of rule V7."""
+        try:
+            services.delete_vault(actor=request.user, vault=obj, confirmation=obj.name)
+        except ValidationError as exc:
+            self.message_user(request, f"{obj}: {' '.join(exc.messages)}", messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        for vault in queryset:
+            self.delete_model(request, vault)
+
+
+class KmsKeyForm(ServiceAdminForm):
+    class Meta:
+        model = KmsKey
+        fields = ("account", "region", "alias")
+
+    def run_service(self, cleaned):
+        return services.create_kms_key(
+            actor=self.actor, account=cleaned["account"], region=cleaned["region"], alias=cleaned["alias"]
+        )
+
+
+@admin.register(KmsKey)
+class KmsKeyAdmin(ServiceModelAdmin):
+    form = KmsKeyForm
+    list_display = ("alias", "key_id", "account", "region", "provider", "created")
+    list_filter = ("region", "provider")
+    search_fields = ("alias", "key_id")
+    actions = None
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "account":
+            kwargs["queryset"] = Account.objects.filter(pk__in=self.user_account_ids(request))
+        elif db_field.name == "region":
+            kwargs["queryset"] = Region.objects.filter(is_enabled=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("account", "region", "alias", "key_id", "provider", "created") if obj else ()
+
+    def has_change_permission(self, request, obj=None):
+        return False if obj else super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a key may protect vault data; keys are retired in the KMS itself

@@ -1,0 +1,178 @@
+"""Key providers (rule V4): each vault's random data key, kept only wrapped.
+
+"Cloud Backup-managed" wraps under a per-region service key derived from a
+master secret that lives outside the database. "KMS" wraps under a customer
+key of the vault's region: the built-in key service ("local", master keys in
+files outside the database) or a KMS API through boto3 ("aws").
+"""
+
+import functools
+import os
+import secrets
+from pathlib import Path
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+
+DATA_KEY_BYTES = 32
+
+
+class KeyProviderError(Exception):
+    """A key service refused or could not be reached."""
+
+
+def new_data_key():
+    return secrets.token_bytes(DATA_KEY_BYTES)
+
+
+def _seal(key, plaintext, aad):
+    nonce = secrets.token_bytes(12)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def _open(key, sealed, aad):
+    try:
+        return AESGCM(key).decrypt(sealed[:12], sealed[12:], aad)
+    except InvalidTag as exc:
+        raise KeyProviderError("The wrapped key does not open under this key (wrong key or tampered).") from exc
+
+
+# -- Cloud Backup-managed -----------------------------------------------------
+
+
+def _master_secret():
+    if settings.MASTER_SECRET:
+        return bytes.fromhex(settings.MASTER_SECRET)
+    return _read_or_create_secret_file(Path(settings.MASTER_SECRET_FILE), 32)
+
+
+def _read_or_create_secret_file(path, size):
+    """Read a secret file, creating it (mode 0600) on first use; concurrent creators agree."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_bytes(size))
+    try:
+        os.link(tmp, path)  # fails if another process created it first
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_bytes()
+
+
+def service_key(region_code):
+    """The per-region service master key; derived on use, never stored."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"cloud-backup-managed:" + region_code.encode()
+    ).derive(_master_secret())
+
+
+# -- KMS ------------------------------------------------------------------------
+
+
+class LocalKms:
+    """The built-in key service: one 256-bit master key per file, per region."""
+
+    name = "local"
+
+    def _path(self, region_code, key_id):
+        if not key_id.replace("-", "").isalnum():
+            raise KeyProviderError(f"Malformed KMS KeyId {key_id!r}.")
+        return Path(settings.KMS["local_root"]) / region_code / f"{key_id}.key"
+
+    def create_key(self, region_code, alias):
+        key_id = "key-" + secrets.token_hex(12)
+        _read_or_create_secret_file(self._path(region_code, key_id), 32)
+        return key_id
+
+    def encrypt(self, region_code, key_id, plaintext, context):
+        return _seal(self._master(region_code, key_id), plaintext, context.encode())
+
+    def decrypt(self, region_code, key_id, blob, context):
+        return _open(self._master(region_code, key_id), blob, context.encode())
+
+    def _master(self, region_code, key_id):
+        try:
+            return self._path(region_code, key_id).read_bytes()
+        except FileNotFoundError as exc:
+            raise KeyProviderError(f"KMS key {key_id} does not exist in {region_code}.") from exc
+
+
+class AwsKms:
+    """A KMS API per region through boto3 (AWS KMS, or a compatible service)."""
+
+    name = "aws"
+
+    def create_key(self, region_code, alias):
+        response = self._call(region_code, "create_key", Description=alias, KeyUsage="ENCRYPT_DECRYPT")
+        return response["KeyMetadata"]["KeyId"]
+
+    def encrypt(self, region_code, key_id, plaintext, context):
+        response = self._call(
+            region_code, "encrypt", KeyId=key_id, Plaintext=plaintext, EncryptionContext={"vault": context}
+        )
+        return response["CiphertextBlob"]
+
+    def decrypt(self, region_code, key_id, blob, context):
+        response = self._call(
+            region_code, "decrypt", KeyId=key_id, CiphertextBlob=blob, EncryptionContext={"vault": context}
+        )
+        return response["Plaintext"]
+
+    def _call(self, region_code, operation, **kwargs):
+        try:
+            return getattr(_kms_client(region_code), operation)(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise KeyProviderError(f"KMS in {region_code} refused {operation}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _kms_client(region_code):
+    config = settings.KMS
+    return boto3.client(
+        "kms",
+        region_name=region_code,
+        endpoint_url=config["endpoint_url"] or None,
+        aws_access_key_id=config["access_key"] or None,
+        aws_secret_access_key=config["secret_key"] or None,
+    )
+
+
+KMS_PROVIDERS = {"local": LocalKms(), "aws": AwsKms()}
+
+
+def kms_provider(name=None):
+    name = name or settings.KMS["backend"]
+    try:
+        return KMS_PROVIDERS[name]
+    except KeyError:
+        raise KeyProviderError(f"Unknown KMS backend {name!r}.") from None
+
+
+# -- wrapping ---------------------------------------------------------------------
+
+
+def wrap_data_key(*, data_key, vault_id, region_code, kms_key=None):
+    """Wrap a vault's data key under its provider; the result is all the database keeps."""
+    if kms_key is None:
+        return _seal(service_key(region_code), data_key, vault_id.encode())
+    return kms_provider(kms_key.provider).encrypt(region_code, kms_key.key_id, data_key, vault_id)
+
+
+def unwrap_data_key(vault):
+    wrapped = bytes(vault.wrapped_data_key)
+    if vault.kms_key_id is None:
+        return _open(service_key(vault.region.code), wrapped, vault.id.encode())
+    key = vault.kms_key
+    return kms_provider(key.provider).decrypt(vault.region.code, key.key_id, wrapped, vault.id)

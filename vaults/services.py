@@ -1,0 +1,378 @@
+"""Vault actions: create, initialize storage, update, delete, backup lock, KMS keys.
+
+One function per user action; the console, the admin, the commands and the
+tasks all call these, so each rule below is checked in exactly one place.
+"""
+
+import json
+import logging
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from console.models import ResourceGroup
+from console.services import record_audit, record_refusal
+
+from .keys import KeyProviderError, kms_provider, new_data_key, wrap_data_key
+from .models import EncryptionMethod, KmsKey, Vault, VaultStatus, VaultType, new_vault_id
+from .objectstore import ObjectStoreError, region_store
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 64
+DESCRIPTION_MAX = 255
+
+# Checks other apps add (replication: rule V7/R13); each returns a reason or None.
+DELETE_GUARDS = []
+
+
+def _clean_name(name, what="vault"):
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": f"Enter a {what} name."})
+    if len(name) > NAME_MAX:
+        raise ValidationError({"name": f"The name has {len(name)} characters; at most {NAME_MAX} are allowed."})
+    if any(ord(c) < 32 for c in name):
+        raise ValidationError({"name": "The name cannot contain control characters."})
+    return name
+
+
+def _refusing(action, **audit):
+    """Audit a refused action (rule A3) after its transaction has rolled back."""
+
+    class _Guard:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, exc_type, exc, tb):
+            if isinstance(exc, ValidationError):
+                record_refusal(action=action, error=exc, **audit)
+            return False
+
+    return _Guard()
+
+
+def create_vault(
+    *,
+    actor,
+    account,
+    region,
+    name,
+    description="",
+    resource_group=None,
+    vault_type=VaultType.GENERAL,
+    encryption_method=EncryptionMethod.CLOUD_BACKUP_MANAGED,
+    kms_key=None,
+):
+    """Rules V1, V3, V4: a new vault with its own wrapped data key; storage follows in a task."""
+    with _refusing("create_vault", actor=actor, account=account, region_code=region.code, object_type="vault"):
+        with transaction.atomic():
+            vault = _build_vault(
+                account=account,
+                region=region,
+                name=name,
+                description=description,
+                resource_group=resource_group,
+                vault_type=vault_type,
+                encryption_method=encryption_method,
+                kms_key=kms_key,
+            )
+            vault.save(force_insert=True)
+            record_audit(
+                actor=actor,
+                action="create_vault",
+                object_type="vault",
+                object_id=vault.id,
+                account=account,
+                region_code=region.code,
+                name=vault.name,
+                type=vault.vault_type,
+                encryption=vault.encryption_method,
+                kms_key=kms_key.key_id if kms_key else "",
+            )
+            transaction.on_commit(lambda: _enqueue_initialization(vault.id))
+    return vault
+
+
+def _build_vault(*, account, region, name, description, resource_group, vault_type, encryption_method, kms_key):
+    errors = {}
+    if not region.is_enabled:
+        errors["region"] = f"The region {region.code} is disabled."
+    try:
+        name = _clean_name(name)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    else:
+        if Vault.objects.filter(account=account, region=region, name=name).exists():
+            errors["name"] = f"A vault named {name!r} already exists in {region.name}."
+    description = (description or "").strip()
+    if len(description) > DESCRIPTION_MAX:
+        errors["description"] = f"The description can have at most {DESCRIPTION_MAX} characters."
+    if resource_group is None:
+        resource_group = ResourceGroup.objects.filter(account=account, is_default=True).first()
+    if resource_group is None or resource_group.account_id != account.pk:
+        errors["resource_group"] = "Choose a resource group of this account."
+    if vault_type not in VaultType.values:
+        errors["vault_type"] = f"Unknown vault type {vault_type!r}."
+    if encryption_method == EncryptionMethod.KMS:
+        if kms_key is None:
+            errors["kms_key"] = "Choose a KMS KeyId for KMS encryption."
+        elif kms_key.account_id != account.pk or kms_key.region_id != region.pk:
+            errors["kms_key"] = f"The KMS key must belong to this account in {region.name}."
+    elif encryption_method == EncryptionMethod.CLOUD_BACKUP_MANAGED:
+        kms_key = None
+    else:
+        errors["encryption_method"] = f"Unknown encryption method {encryption_method!r}."
+    if errors:
+        raise ValidationError(errors)
+
+    vault_id = new_vault_id()
+    try:
+        wrapped = wrap_data_key(data_key=new_data_key(), vault_id=vault_id, region_code=region.code, kms_key=kms_key)
+    except KeyProviderError as exc:
+        raise ValidationError({"kms_key" if kms_key else "encryption_method": str(exc)}) from exc
+    return Vault(
+        id=vault_id,
+        account=account,
+        region=region,
+        resource_group=resource_group,
+        name=name,
+        description=description,
+        vault_type=vault_type,
+        status=VaultStatus.INITIALIZING,
+        redundancy=region.redundancy,
+        encryption_method=encryption_method,
+        kms_key=kms_key,
+        wrapped_data_key=wrapped,
+    )
+
+
+def _enqueue_initialization(vault_id):
+    from .tasks import initialize_vault_storage_task
+
+    try:
+        initialize_vault_storage_task.delay(vault_id)
+    except Exception:  # the broker is down: the vault stays Initializing and says why
+        log.exception("Cannot enqueue storage initialization of %s", vault_id)
+        Vault.objects.filter(pk=vault_id, status=VaultStatus.INITIALIZING).update(
+            status_reason="Waiting for the task queue: the broker could not be reached."
+        )
+
+
+def _transition(vault_id, *, allowed_from, to, reason=""):
+    """The one place a vault's status changes; returns None when the vault is not in an allowed state."""
+    vault = Vault.objects.select_for_update().select_related("region").filter(pk=vault_id).first()
+    if vault is None or vault.status not in allowed_from:
+        return None
+    vault.status = to
+    vault.status_reason = reason[:500]
+    vault.save(update_fields=["status", "status_reason", "updated"])
+    return vault
+
+
+def initialize_vault_storage(vault_id):
+    """Create the vault's storage area in its region's store: Initializing -> Normal, or Error with the reason."""
+    vault = Vault.objects.select_related("region").filter(pk=vault_id, status=VaultStatus.INITIALIZING).first()
+    if vault is None:
+        return None  # already done, deleted, or not waiting: running twice is harmless
+    store = region_store(vault.region)
+    try:
+        store.ensure_ready()
+        marker = {"vault": vault.id, "account": vault.account_id, "region": vault.region.code}
+        store.put(vault.storage_prefix + "vault.json", json.dumps(marker).encode())
+    except ObjectStoreError as exc:
+        with transaction.atomic():
+            vault = _transition(
+                vault_id, allowed_from={VaultStatus.INITIALIZING}, to=VaultStatus.ERROR, reason=str(exc)
+            )
+            if vault:
+                record_audit(
+                    actor=None,
+                    action="initialize_vault",
+                    object_type="vault",
+                    object_id=vault.id,
+                    account=vault.account,
+                    region_code=vault.region.code,
+                    outcome="failed",
+                    reason=str(exc),
+                )
+        return vault
+    with transaction.atomic():
+        vault = _transition(vault_id, allowed_from={VaultStatus.INITIALIZING}, to=VaultStatus.NORMAL)
+        if vault:
+            record_audit(
+                actor=None,
+                action="initialize_vault",
+                object_type="vault",
+                object_id=vault.id,
+                account=vault.account,
+                region_code=vault.region.code,
+                store=str(store),
+            )
+    return vault
+
+
+def retry_vault_initialization(*, actor, vault):
+    """An Error vault whose storage could not be created tries again."""
+    with _refusing(
+        "retry_vault_initialization",
+        actor=actor,
+        account=vault.account,
+        region_code=vault.region.code,
+        object_type="vault",
+        object_id=vault.id,
+    ):
+        with transaction.atomic():
+            if _transition(vault.id, allowed_from={VaultStatus.ERROR}, to=VaultStatus.INITIALIZING) is None:
+                raise ValidationError("Only a vault in Error can retry its initialization.")
+            record_audit(
+                actor=actor,
+                action="retry_vault_initialization",
+                object_type="vault",
+                object_id=vault.id,
+                account=vault.account,
+                region_code=vault.region.code,
+            )
+            transaction.on_commit(lambda: _enqueue_initialization(vault.id))
+    vault.refresh_from_db()
+    return vault
+
+
+def update_vault(*, actor, vault, name=None, description=None, resource_group=None):
+    """Name, description and resource group may change; type, region and key never do (rule V4)."""
+    with _refusing(
+        "update_vault",
+        actor=actor,
+        account=vault.account,
+        region_code=vault.region.code,
+        object_type="vault",
+        object_id=vault.id,
+    ):
+        with transaction.atomic():
+            locked = Vault.objects.select_for_update().get(pk=vault.pk)
+            changed = {}
+            if name is not None:
+                name = _clean_name(name)
+                if name != locked.name:
+                    if Vault.objects.filter(account=locked.account_id, region=locked.region_id, name=name).exists():
+                        raise ValidationError({"name": f"A vault named {name!r} already exists in this region."})
+                    changed["name"] = name
+            if description is not None:
+                description = description.strip()
+                if len(description) > DESCRIPTION_MAX:
+                    raise ValidationError({"description": f"At most {DESCRIPTION_MAX} characters."})
+                if description != locked.description:
+                    changed["description"] = description
+            if resource_group is not None and resource_group.pk != locked.resource_group_id:
+                if resource_group.account_id != locked.account_id:
+                    raise ValidationError({"resource_group": "Choose a resource group of this account."})
+                changed["resource_group"] = resource_group
+            for field, value in changed.items():
+                setattr(locked, field, value)
+            if changed:
+                locked.save()
+                record_audit(
+                    actor=actor,
+                    action="update_vault",
+                    object_type="vault",
+                    object_id=locked.id,
+                    account=locked.account,
+                    region_code=vault.region.code,
+                    changed={k: str(v) for k, v in changed.items()},
+                )
+    return locked
+
+
+def deletion_refusal(vault):
+    """Rule V7: why this vault cannot be deleted now, or None."""
+    if vault.backup_lock:
+        return "Backup lock is on: the vault's backup points cannot be deleted before they expire."
+    for guard in DELETE_GUARDS:
+        reason = guard(vault)
+        if reason:
+            return reason
+    return None
+
+
+def delete_vault(*, actor, vault, confirmation):
+    """Rule V7: typed confirmation, guards, then the data in the store and the rows go."""
+    with _refusing(
+        "delete_vault",
+        actor=actor,
+        account=vault.account,
+        region_code=vault.region.code,
+        object_type="vault",
+        object_id=vault.id,
+    ):
+        with transaction.atomic():
+            locked = Vault.objects.select_for_update().select_related("region", "account").get(pk=vault.pk)
+            if (confirmation or "").strip() != locked.name:
+                raise ValidationError({"confirmation": f"Type the vault's name, {locked.name}, to confirm."})
+            reason = deletion_refusal(locked)
+            if reason:
+                raise ValidationError(reason)
+            try:
+                region_store(locked.region).delete_prefix(locked.storage_prefix)
+            except ObjectStoreError as exc:
+                raise ValidationError(f"The vault's data could not be removed, so the vault is kept: {exc}") from exc
+            record_audit(
+                actor=actor,
+                action="delete_vault",
+                object_type="vault",
+                object_id=locked.id,
+                account=locked.account,
+                region_code=locked.region.code,
+                name=locked.name,
+            )
+            locked.delete()
+
+
+def enable_backup_lock(*, actor, vault):
+    """Rule L1: once on, never off."""
+    with transaction.atomic():
+        locked = Vault.objects.select_for_update().get(pk=vault.pk)
+        if not locked.backup_lock:
+            locked.backup_lock = True
+            locked.save(update_fields=["backup_lock", "updated"])
+            record_audit(
+                actor=actor,
+                action="enable_backup_lock",
+                object_type="vault",
+                object_id=locked.id,
+                account=locked.account,
+                region_code=vault.region.code,
+            )
+    return locked
+
+
+def create_kms_key(*, actor, account, region, alias):
+    """A customer key in the region's KMS; only its KeyId is stored here."""
+    with _refusing("create_kms_key", actor=actor, account=account, region_code=region.code, object_type="kms_key"):
+        alias = (alias or "").strip()
+        if not alias:
+            raise ValidationError({"alias": "Enter an alias for the key."})
+        if len(alias) > 128:
+            raise ValidationError({"alias": "The alias can have at most 128 characters."})
+        if not region.is_enabled:
+            raise ValidationError({"region": f"The region {region.code} is disabled."})
+        if KmsKey.objects.filter(account=account, region=region, alias=alias).exists():
+            raise ValidationError({"alias": f"A key with alias {alias!r} already exists in {region.name}."})
+        provider = kms_provider()
+        try:
+            key_id = provider.create_key(region.code, alias)
+        except KeyProviderError as exc:
+            raise ValidationError(str(exc)) from exc
+        with transaction.atomic():
+            key = KmsKey.objects.create(
+                account=account, region=region, key_id=key_id, alias=alias, provider=provider.name
+            )
+            record_audit(
+                actor=actor,
+                action="create_kms_key",
+                object_type="kms_key",
+                object_id=key_id,
+                account=account,
+                region_code=region.code,
+                alias=alias,
+            )
+    return key

@@ -1,0 +1,10 @@
+"""Thin Celery tasks for vaults: take ids, call a service, safe to run twice."""
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(acks_late=True)
+def initialize_vault_storage_task(vault_id):
+    services.initialize_vault_storage(vault_id)

@@ -1,0 +1,153 @@
+"""Storage Vaults pages: list, create dialog, detail, status polling, delete dialog.
+
+Views are thin: they scope to the account and region, parse a form, call a
+service, and render the page or, for htmx, the fragment of the same template.
+"""
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
+
+from console.forms import add_service_errors
+from console.views import console_scope, no_account
+
+from . import selectors, services
+from .forms import VaultCreateForm, VaultDeleteForm
+from .models import VaultStatus
+
+
+def _scoped(view):
+    """Login, region from the URL (404 if unknown), the user's account."""
+
+    @login_required
+    def wrapper(request, region, **kwargs):
+        account, region_obj = console_scope(request, region)
+        if account is None:
+            return no_account(request, region_obj)
+        request.session["region"] = region_obj.code
+        return view(request, account, region_obj, **kwargs)
+
+    wrapper.__name__ = view.__name__
+    wrapper.__doc__ = view.__doc__
+    return wrapper
+
+
+def _render(request, template, context, status=200):
+    """The full page, or for htmx the fragment named `partial` of the same template."""
+    if request.htmx and context.get("partial"):
+        template = f"{template}#{context['partial']}"
+    return render(request, template, context, status=status)
+
+
+@_scoped
+def vault_list(request, account, region):
+    """Rule V5: the Storage Vaults page of one region."""
+    page = Paginator(selectors.vaults_of(account, region), settings.VAULTS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"account": account, "region": region, "page": page, "vaults": page.object_list}
+    if request.htmx and request.htmx.target == "vault-table":
+        context["partial"] = "vault-table"
+    return _render(request, "vaults/vault_list.html", context)
+
+
+@_scoped
+def vault_create(request, account, region):
+    form = VaultCreateForm(request.POST or None, account=account, region=region)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                vault = services.create_vault(
+                    actor=request.user,
+                    account=account,
+                    region=region,
+                    name=data["name"],
+                    description=data["description"],
+                    resource_group=data["resource_group"],
+                    vault_type=data["vault_type"],
+                    encryption_method=data["encryption_method"],
+                    kms_key=data["kms_key"],
+                )
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
+                return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+        status = 422
+    context = {"account": account, "region": region, "form": form, "partial": "create-dialog"}
+    return _render(request, "vaults/vault_create.html", context, status=status)
+
+
+@_scoped
+def kms_key_field(request, account, region):
+    """The KMS KeyId field, shown when KMS is the chosen encryption method (keys of this region only)."""
+    form = VaultCreateForm(
+        account=account, region=region, initial={"encryption_method": request.GET.get("encryption_method")}
+    )
+    return render(request, "vaults/vault_create.html#kms-key-field", {"form": form, "region": region})
+
+
+@_scoped
+def vault_detail(request, account, region, vault_id):
+    vault = selectors.vault_or_404(account, vault_id, region)
+    context = {
+        "account": account,
+        "region": region,
+        "vault": vault,
+        "deletion_refusal": services.deletion_refusal(vault),
+    }
+    return render(request, "vaults/vault_detail.html", context)
+
+
+@_scoped
+def vault_status(request, account, region, vault_id):
+    """The status badge; polling stops (286) once the vault has left Initializing."""
+    vault = selectors.vault_or_404(account, vault_id, region)
+    response = render(request, "vaults/_status.html", {"vault": vault, "region": region})
+    if vault.status != VaultStatus.INITIALIZING:
+        response.status_code = HttpResponseStopPolling.status_code
+    return response
+
+
+@_scoped
+def vault_delete(request, account, region, vault_id):
+    """Rule V7: typed confirmation; refusals are shown, nothing changes."""
+    vault = selectors.vault_or_404(account, vault_id, region)
+    form = VaultDeleteForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.delete_vault(actor=request.user, vault=vault, confirmation=form.cleaned_data["confirmation"])
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+            status = 422
+        else:
+            url = reverse("vaults:list", kwargs={"region": region.code})
+            return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    context = {
+        "account": account,
+        "region": region,
+        "vault": vault,
+        "form": form,
+        "partial": "delete-dialog",
+        "deletion_refusal": services.deletion_refusal(vault),
+    }
+    return _render(request, "vaults/vault_delete.html", context, status=status)
+
+
+@require_POST
+@_scoped
+def vault_retry(request, account, region, vault_id):
+    vault = selectors.vault_or_404(account, vault_id, region)
+    try:
+        services.retry_vault_initialization(actor=request.user, vault=vault)
+    except ValidationError as exc:
+        return HttpResponse(" ".join(exc.messages), status=409)
+    url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
