@@ -85,10 +85,14 @@ DATABASES = {
         conn_max_age=int(env.get("DATABASE_CONN_MAX_AGE", "0")),
     )
 }
+# Test runs name their own database so that several can run side by side.
+_test_db = env.get("TEST_DATABASE_NAME", "")
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so a worker process can share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-console.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"{_test_db or 'test-console'}.sqlite3")}
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+elif _test_db:
+    DATABASES["default"]["TEST"] = {"NAME": _test_db}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

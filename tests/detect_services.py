@@ -38,6 +38,8 @@ def main():
         return
     if database:
         exports["DATABASE_URL"] = database
+    # A database of its own per run, so that runs side by side do not collide.
+    exports.setdefault("TEST_DATABASE_NAME", os.environ.get("TEST_DATABASE_NAME") or f"test_cloud_backup_{os.getpid()}")
     if broker:
         exports["CELERY_BROKER_URL"] = broker
     banner = (
