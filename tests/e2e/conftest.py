@@ -1,0 +1,75 @@
+"""Browser fixtures: a headless Chromium driven by Playwright's sync API against `live_server`."""
+
+import contextlib
+import os
+import signal
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    """One Chromium per test (Playwright is started and stopped with it)."""
+    # Playwright's sync API keeps an asyncio loop marked as running on this thread, so Django
+    # would refuse every ORM call the test makes meanwhile (SynchronousOnlyOperation), though
+    # nothing here runs concurrently with it. Allow them for the length of this test only.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def console_messages():
+    """Every browser console message and uncaught page error of the test, as text."""
+    return []
+
+
+@pytest.fixture
+def page(browser, live_server, console_messages):
+    context = browser.new_context(viewport=VIEWPORT, base_url=live_server.url)
+    context.set_default_timeout(10_000)
+    tab = context.new_page()
+    tab.on("console", lambda msg: console_messages.append(f"console.{msg.type}: {msg.text}"))
+    tab.on("pageerror", lambda exc: console_messages.append(f"pageerror: {exc}"))
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+def csp_violations(messages):
+    return [m for m in messages if "content security policy" in m.lower()]
+
+
+def log_in(page, username, password):
+    page.goto("/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+@contextlib.contextmanager
+def worker_paused(proc):
+    """Hold the Celery worker (SIGSTOP) so a state it would change at once can be seen first."""
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
