@@ -24,9 +24,10 @@ run: $(VENV)/.installed-run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
 	@echo "Console: http://127.0.0.1:$(PORT)/  (Ctrl-C stops the console and the worker)"
-	@trap 'kill $$worker 2>/dev/null; wait' EXIT INT TERM; \
-	$(VENV)/bin/celery -A console worker --loglevel=INFO --concurrency=2 & worker=$$!; \
-	$(PY) manage.py runserver 127.0.0.1:$(PORT)
+	@$(VENV)/bin/celery -A console worker --loglevel=INFO --concurrency=2 & worker=$$!; \
+	$(PY) manage.py runserver --noreload 127.0.0.1:$(PORT) & web=$$!; \
+	trap 'kill $$worker $$web 2>/dev/null; wait' EXIT INT TERM; \
+	wait $$web
 
 test: $(VENV)/.installed-test
 	@eval "$$($(PY) tests/detect_services.py)" && $(PY) -m pytest $(PYTEST_ARGS)
