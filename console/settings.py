@@ -174,6 +174,8 @@ KMS = {
     "backend": env.get("KMS_BACKEND", "local"),
     "local_root": str(Path(env.get("KMS_LOCAL_ROOT", DATA_DIR / "kms")).resolve()),
     "endpoint_url": env.get("KMS_ENDPOINT_URL", ""),
+    # The region name requests are signed for; empty means the region's own code.
+    "signing_region": env.get("KMS_SIGNING_REGION", ""),
     "access_key": env.get("KMS_ACCESS_KEY_ID", ""),
     "secret_key": env.get("KMS_SECRET_ACCESS_KEY", ""),
 }

@@ -1,6 +1,7 @@
 """Shared fixtures: accounts and users, isolated region stores and key services, and the
 real servers some tests need (moto's S3/KMS server, a Celery worker process)."""
 
+import importlib
 import os
 import socket
 import subprocess
@@ -54,13 +55,30 @@ def isolated_stores(settings, tmp_path):
     keys._kms_client.cache_clear()
 
 
+def ensure_regions():
+    """Transactional tests flush every table, the seeded regions too: seed them again."""
+    if not Region.objects.exists():
+        from django.apps import apps
+
+        importlib.import_module("console.migrations.0002_seed_regions").seed_regions(apps, None)
+
+
+@pytest.fixture(autouse=True)
+def seeded_regions(request):
+    if "db" in request.fixturenames or "transactional_db" in request.fixturenames:
+        request.getfixturevalue("transactional_db" if "transactional_db" in request.fixturenames else "db")
+        ensure_regions()
+
+
 @pytest.fixture
 def region(db):
+    ensure_regions()
     return Region.objects.get(code="cn-hangzhou")
 
 
 @pytest.fixture
 def lrs_region(db):
+    ensure_regions()
     return Region.objects.get(code="us-west-1")
 
 
@@ -180,6 +198,11 @@ def celery_worker_process(transactional_db, settings, isolated_stores):
         "KMS_BACKEND": settings.KMS["backend"],
         "KMS_LOCAL_ROOT": settings.KMS["local_root"],
         "KMS_ENDPOINT_URL": settings.KMS["endpoint_url"],
+        "KMS_SIGNING_REGION": settings.KMS["signing_region"],
+        "KMS_ACCESS_KEY_ID": settings.KMS["access_key"],
+        "KMS_SECRET_ACCESS_KEY": settings.KMS["secret_key"],
+        "S3_ADDRESSING_STYLE": settings.OBJECT_STORE["addressing_style"],
+        "CLOUD_BACKUP_MASTER_SECRET": settings.MASTER_SECRET,
         "CLOUD_BACKUP_MASTER_SECRET_FILE": str(settings.MASTER_SECRET_FILE),
         "CELERY_DEFAULT_QUEUE": queue,
     }

@@ -36,6 +36,8 @@ def _seal(key, plaintext, aad):
 
 
 def _open(key, sealed, aad):
+    if len(sealed) < 12 + 16:
+        raise KeyProviderError("The wrapped key is truncated or corrupted.")
     try:
         return AESGCM(key).decrypt(sealed[:12], sealed[12:], aad)
     except InvalidTag as exc:
@@ -142,7 +144,7 @@ def _kms_client(region_code):
     config = settings.KMS
     return boto3.client(
         "kms",
-        region_name=region_code,
+        region_name=config["signing_region"] or region_code,
         endpoint_url=config["endpoint_url"] or None,
         aws_access_key_id=config["access_key"] or None,
         aws_secret_access_key=config["secret_key"] or None,
@@ -163,16 +165,52 @@ def kms_provider(name=None):
 # -- wrapping ---------------------------------------------------------------------
 
 
-def wrap_data_key(*, data_key, vault_id, region_code, kms_key=None):
-    """Wrap a vault's data key under its provider; the result is all the database keeps."""
+def wrap_data_key(*, data_key, vault_id, region_code, kms_key=None, purpose="data"):
+    """Wrap one of a vault's keys under its provider; the result is all the database keeps."""
+    context = vault_id if purpose == "data" else f"{vault_id}:{purpose}"
     if kms_key is None:
-        return _seal(service_key(region_code), data_key, vault_id.encode())
-    return kms_provider(kms_key.provider).encrypt(region_code, kms_key.key_id, data_key, vault_id)
+        return _seal(service_key(region_code), data_key, context.encode())
+    return kms_provider(kms_key.provider).encrypt(region_code, kms_key.key_id, data_key, context)
+
+
+def _unwrap(vault, wrapped, purpose):
+    context = vault.id if purpose == "data" else f"{vault.id}:{purpose}"
+    if vault.kms_key_id is None:
+        return _open(service_key(vault.region.code), wrapped, context.encode())
+    key = vault.kms_key
+    return kms_provider(key.provider).decrypt(vault.region.code, key.key_id, wrapped, context)
 
 
 def unwrap_data_key(vault):
-    wrapped = bytes(vault.wrapped_data_key)
-    if vault.kms_key_id is None:
-        return _open(service_key(vault.region.code), wrapped, vault.id.encode())
-    key = vault.kms_key
-    return kms_provider(key.provider).decrypt(vault.region.code, key.key_id, wrapped, vault.id)
+    """The key chunks and manifests are encrypted under (AES-256-GCM)."""
+    return _unwrap(vault, bytes(vault.wrapped_data_key), "data")
+
+
+def unwrap_chunk_id_key(vault):
+    """The key of the keyed hash that names chunks, so ids reveal nothing about plaintext.
+
+    A replication target shares its source's id key (never its data key), so equal
+    chunks have equal ids in both vaults and copying can be planned from the index.
+    """
+    return _unwrap(vault, bytes(vault.wrapped_chunk_id_key), "chunk-id")
+
+
+class VaultKeys:
+    def __init__(self, data_key, chunk_id_key):
+        self.data_key = data_key
+        self.chunk_id_key = chunk_id_key
+
+
+_keys_cache = {}
+
+
+def vault_keys(vault):
+    """Both keys of a vault, unwrapped once per process (a KMS call each otherwise)."""
+    cache_key = (vault.id, bytes(vault.wrapped_data_key), bytes(vault.wrapped_chunk_id_key))
+    keys = _keys_cache.get(cache_key)
+    if keys is None:
+        keys = VaultKeys(unwrap_data_key(vault), unwrap_chunk_id_key(vault))
+        if len(_keys_cache) > 256:
+            _keys_cache.clear()
+        _keys_cache[cache_key] = keys
+    return keys

@@ -87,6 +87,7 @@ class Vault(models.Model):
         KmsKey, null=True, blank=True, on_delete=models.PROTECT, related_name="vaults", verbose_name="KMS KeyId"
     )
     wrapped_data_key = models.BinaryField(editable=False)
+    wrapped_chunk_id_key = models.BinaryField(editable=False)
     data_size = models.BigIntegerField("Storage Vault Data Size", default=0)
     backup_lock = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
@@ -110,3 +111,171 @@ class Vault(models.Model):
     def storage_prefix(self):
         """The vault's storage area inside its region's object store."""
         return f"vaults/{self.id}/"
+
+
+class SourceType(models.TextChoices):
+    """Rule P2: data source types."""
+
+    ECS_FILE = "ecs-file", "ECS File"
+    OSS = "oss", "OSS"
+    ON_PREMISES_NAS = "on-premises-nas", "On-premises NAS"
+    NAS = "nas", "Alibaba Cloud NAS"
+    TABLESTORE = "tablestore", "Tablestore"
+    CPFS = "cpfs", "CPFS"
+    ON_PREMISES_FILE = "on-premises-file", "On-premises File"
+    SAP_HANA = "sap-hana", "SAP HANA"
+    ECS_INSTANCE = "ecs-instance", "ECS instance"
+    VMWARE_VM = "vmware-vm", "VMware VM"
+
+
+FILE_TREE_SOURCES = {
+    SourceType.ECS_FILE,
+    SourceType.NAS,
+    SourceType.CPFS,
+    SourceType.ON_PREMISES_NAS,
+    SourceType.ON_PREMISES_FILE,
+    SourceType.ECS_INSTANCE,
+    SourceType.VMWARE_VM,
+}
+STREAM_SOURCES = {SourceType.TABLESTORE, SourceType.SAP_HANA}
+
+
+def new_point_id():
+    return "p-" + secrets.token_hex(10)
+
+
+class BackupSource(models.Model):
+    """What a backup reads: a directory, a bucket (and prefix) of the region's store, or an export."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="backup_sources")
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="backup_sources")
+    source_type = models.CharField(max_length=24, choices=SourceType.choices)
+    name = models.CharField(max_length=64)
+    path = models.CharField(max_length=1024, blank=True, help_text="Directory or export file, for non-OSS sources.")
+    bucket = models.CharField(max_length=63, blank=True)
+    prefix = models.CharField(max_length=1024, blank=True)
+    retain_at_least_one = models.BooleanField("retain at least one version", default=False)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "region", "name"], name="unique_backup_source_name"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.get_source_type_display()})"
+
+    @property
+    def location(self):
+        if self.source_type == SourceType.OSS:
+            return f"oss://{self.bucket}/{self.prefix}"
+        return self.path
+
+
+class Tier(models.TextChoices):
+    STANDARD = "standard", "Standard"
+    ARCHIVE = "archive", "Archive"
+
+
+class BackupPoint(models.Model):
+    """Rule P1: one immutable, complete copy of a source; a row exists only once all its data is stored (P3)."""
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_point_id, editable=False)
+    vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="points")
+    source = models.ForeignKey(BackupSource, null=True, blank=True, on_delete=models.SET_NULL, related_name="points")
+    source_type = models.CharField(max_length=24, choices=SourceType.choices)
+    source_location = models.CharField(max_length=1024)
+    created = models.DateTimeField(db_index=True)
+    expires = models.DateTimeField(null=True, blank=True, db_index=True)
+    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.STANDARD)
+    files = models.PositiveIntegerField(default=0)
+    size = models.BigIntegerField(default=0, help_text="Bytes of source data in the point.")
+    stored_bytes = models.BigIntegerField(default=0, help_text="New bytes this point added to the vault.")
+    manifest_key = models.CharField(max_length=255)
+    manifest_size = models.BigIntegerField(default=0)
+    chunks = models.ManyToManyField("Chunk", through="PointChunk", related_name="points")
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return self.id
+
+
+class Pack(models.Model):
+    """One object in the region's store holding many encrypted chunks (few requests per byte)."""
+
+    vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="packs")
+    key = models.CharField(max_length=255)
+    size = models.BigIntegerField()
+    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.STANDARD)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["vault", "key"], name="unique_pack_key")]
+
+    def __str__(self):
+        return self.key
+
+
+class Chunk(models.Model):
+    """The chunk index: where each chunk of a vault lives, so size, GC and copy planning are queries."""
+
+    vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="chunk_index")
+    chunk_id = models.BinaryField(max_length=32)
+    pack = models.ForeignKey(Pack, on_delete=models.CASCADE, related_name="chunks")
+    offset = models.BigIntegerField()
+    length = models.IntegerField(help_text="Stored (compressed, encrypted) bytes.")
+    raw_length = models.IntegerField(help_text="Plaintext bytes.")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["vault", "chunk_id"], name="unique_chunk_per_vault")]
+
+    def __str__(self):
+        return bytes(self.chunk_id).hex()
+
+
+class PointChunk(models.Model):
+    """A point's reference to a chunk: what garbage collection counts."""
+
+    point = models.ForeignKey(BackupPoint, on_delete=models.CASCADE)
+    chunk = models.ForeignKey(Chunk, on_delete=models.PROTECT)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["point", "chunk"], name="unique_point_chunk")]
+
+    def __str__(self):
+        return f"{self.point_id} -> {self.chunk_id}"
+
+
+class BackupJob(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="backup_jobs")
+    vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="backup_jobs")
+    source = models.ForeignKey(BackupSource, on_delete=models.CASCADE, related_name="jobs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    point = models.ForeignKey(BackupPoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
+    files_total = models.PositiveIntegerField(default=0)
+    files_done = models.PositiveIntegerField(default=0)
+    bytes_total = models.BigIntegerField(default=0)
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_stored = models.BigIntegerField(default=0)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"backup job {self.pk} ({self.status})"

@@ -5,15 +5,15 @@ which backend a region uses is decided here and nowhere else.
 """
 
 import functools
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
-from django.core.files.base import ContentFile
-from django.core.files.storage import FileSystemStorage
 from storages.backends.s3 import S3Storage
 
 
@@ -49,14 +49,23 @@ def _store_for(config):
 
 
 class LocalRegionStore:
-    """A directory on a disk the workers share (the embedded default)."""
+    """A directory on a disk the workers share (the embedded default).
+
+    Writes go to a temporary name, are fsynced and renamed, so an object either
+    exists whole and durable or not at all (rule P3).
+    """
 
     def __init__(self, root):
         self.root = Path(root)
-        self.storage = FileSystemStorage(location=str(self.root), allow_overwrite=True)
 
     def __str__(self):
         return f"directory {self.root}"
+
+    def _path(self, key):
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ObjectStoreError(f"Refusing a key outside the store: {key!r}.")
+        return path
 
     def ensure_ready(self):
         try:
@@ -65,31 +74,66 @@ class LocalRegionStore:
             raise ObjectStoreError(f"Cannot create {self.root}: {exc.strerror}") from exc
 
     def put(self, key, data):
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            self.storage.save(key, ContentFile(data))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
         except OSError as exc:
+            tmp.unlink(missing_ok=True)
             raise ObjectStoreError(f"Cannot write {key} to {self}: {exc.strerror}") from exc
 
     def get(self, key):
         try:
-            with self.storage.open(key, "rb") as f:
-                return f.read()
+            return self._path(key).read_bytes()
         except OSError as exc:
             raise ObjectStoreError(f"Cannot read {key} from {self}: {exc.strerror}") from exc
 
+    def get_range(self, key, offset, length):
+        try:
+            with open(self._path(key), "rb") as f:
+                f.seek(offset)
+                data = f.read(length)
+        except OSError as exc:
+            raise ObjectStoreError(f"Cannot read {key} from {self}: {exc.strerror}") from exc
+        if len(data) != length:
+            raise ObjectStoreError(f"{key} in {self} is shorter than expected.")
+        return data
+
     def exists(self, key):
-        return self.storage.exists(key)
+        return self._path(key).is_file()
+
+    def delete(self, key):
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise ObjectStoreError(f"Cannot delete {key} from {self}: {exc.strerror}") from exc
 
     def list_keys(self, prefix):
         base = self.root / prefix
         if not base.exists():
             return []
-        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
+        return sorted(
+            str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.endswith(".tmp")
+        )
 
     def delete_prefix(self, prefix):
-        target = self.root / prefix
-        if not target.resolve().is_relative_to(self.root.resolve()) or target.resolve() == self.root.resolve():
-            raise ObjectStoreError(f"Refusing to delete {prefix!r} outside a vault area.")
+        target = self._path(prefix)
+        if target == self.root.resolve():
+            raise ObjectStoreError(f"Refusing to delete {prefix!r}: not a vault area.")
         try:
             shutil.rmtree(target)
         except FileNotFoundError:
@@ -149,6 +193,23 @@ class S3RegionStore:
         except (ClientError, BotoCoreError) as exc:
             raise ObjectStoreError(f"Cannot read {key} from {self}: {exc}") from exc
 
+    def get_range(self, key, offset, length):
+        try:
+            body = self.client.get_object(
+                Bucket=self.bucket_name, Key=key, Range=f"bytes={offset}-{offset + length - 1}"
+            )["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise ObjectStoreError(f"Cannot read {key} from {self}: {exc}") from exc
+        if len(body) != length:
+            raise ObjectStoreError(f"{key} in {self} is shorter than expected.")
+        return body
+
+    def delete(self, key):
+        try:
+            self.client.delete_object(Bucket=self.bucket_name, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise ObjectStoreError(f"Cannot delete {key} from {self}: {exc}") from exc
+
     def exists(self, key):
         try:
             return self.storage.exists(key)
@@ -176,7 +237,7 @@ class S3RegionStore:
 
 
 def s3_client(endpoint_url, access_key, secret_key):
-    """A plain boto3 S3 client, for tools and tests that manage buckets."""
+    """A plain boto3 S3 client, for tools and tests that look at buckets directly."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,

@@ -94,7 +94,9 @@ def create_vault(
     return vault
 
 
-def _build_vault(*, account, region, name, description, resource_group, vault_type, encryption_method, kms_key):
+def _build_vault(
+    *, account, region, name, description, resource_group, vault_type, encryption_method, kms_key, chunk_id_key=None
+):
     errors = {}
     if not region.is_enabled:
         errors["region"] = f"The region {region.code} is disabled."
@@ -129,6 +131,13 @@ def _build_vault(*, account, region, name, description, resource_group, vault_ty
     vault_id = new_vault_id()
     try:
         wrapped = wrap_data_key(data_key=new_data_key(), vault_id=vault_id, region_code=region.code, kms_key=kms_key)
+        wrapped_id_key = wrap_data_key(
+            data_key=chunk_id_key or new_data_key(),
+            vault_id=vault_id,
+            region_code=region.code,
+            kms_key=kms_key,
+            purpose="chunk-id",
+        )
     except KeyProviderError as exc:
         raise ValidationError({"kms_key" if kms_key else "encryption_method": str(exc)}) from exc
     return Vault(
@@ -144,6 +153,7 @@ def _build_vault(*, account, region, name, description, resource_group, vault_ty
         encryption_method=encryption_method,
         kms_key=kms_key,
         wrapped_data_key=wrapped,
+        wrapped_chunk_id_key=wrapped_id_key,
     )
 
 

@@ -1,7 +1,5 @@
 """Regions (rules G1-G3): the shipped list, the selector, switching, unknown codes."""
 
-import pytest
-
 from console.models import Region
 from console.services import save_region
 
@@ -30,8 +28,7 @@ LRS = [
 ]
 
 
-@pytest.mark.django_db
-def test_the_regions_of_rule_g2_are_seeded_with_their_redundancy():
+def test_the_regions_of_rule_g2_are_seeded_with_their_redundancy(db):
     # rule G2
     regions = {r.name: r for r in Region.objects.all()}
     assert {n for n in ZRS if regions[n].supports_zrs} == set(ZRS)

@@ -5,6 +5,7 @@ import os
 import signal
 
 import pytest
+from django.db import connections
 from playwright.sync_api import sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,6 +34,10 @@ def browser(monkeypatch):
             yield chromium
         finally:
             chromium.close()
+            # With that loop "running", Django keeps this thread's database connections apart from
+            # its usual ones (asgiref treats the thread as async). Close them while it still runs,
+            # else they stay open and the test database cannot be dropped at the end of the session.
+            connections.close_all()
 
 
 @pytest.fixture

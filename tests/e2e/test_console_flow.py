@@ -165,9 +165,7 @@ def test_readme_screenshots(celery_worker_process, page, console_messages, user,
     """docs/screenshots/storage-vaults.png and create-vault.png, 1280x800."""
     key = services.create_kms_key(actor=None, account=account, region=region, alias="finance-key")
     make_vault("prod-ecs-daily", description="ECS file backups of the production web tier")
-    make_vault(
-        "finance-db", vault_type=VaultType.DATABASE, encryption_method=EncryptionMethod.KMS, kms_key=key
-    )
+    make_vault("finance-db", vault_type=VaultType.DATABASE, encryption_method=EncryptionMethod.KMS, kms_key=key)
     make_vault("nas-archive", vault_type=VaultType.ARCHIVE)
     assert wait_until(lambda: not Vault.objects.filter(status=VaultStatus.INITIALIZING).exists(), timeout=30)
     assert set(Vault.objects.values_list("status", flat=True)) == {VaultStatus.NORMAL}
@@ -184,6 +182,7 @@ def test_readme_screenshots(celery_worker_process, page, console_messages, user,
     dialog.get_by_label("Vault Description").fill("Daily ECS file backups, kept 30 days")
     dialog.get_by_label("Vault Encryption Method").select_option(label="KMS")
     dialog.get_by_label("KMS KeyId").select_option(value=key.key_id)
+    page.evaluate("document.activeElement.blur()")
     page.mouse.move(0, 0)
     page.screenshot(path=SCREENSHOTS / "create-vault.png")
 

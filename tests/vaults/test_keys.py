@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 
 from console.models import AuditLog, Region
+from tests.conftest import free_port, make_user
 from vaults import keys, services
 from vaults.keys import DATA_KEY_BYTES, KeyProviderError, unwrap_data_key
 from vaults.models import EncryptionMethod, KmsKey, Vault, VaultStatus
@@ -158,6 +159,17 @@ def test_tampered_wrapped_key_does_not_open(make_vault, position):
         unwrap_data_key(Vault.objects.get(pk=vault.pk))
 
 
+@pytest.mark.parametrize("length", [0, 5, 12, 40])
+def test_truncated_wrapped_key_does_not_open(make_vault, length):
+    # rule V4: a cut-short (corrupted) wrapped key is refused by the key provider like any tampering,
+    # with KeyProviderError (what callers handle), not a stray exception from the cipher library
+    vault = make_vault("managed")
+    wrapped = bytes(Vault.objects.get(pk=vault.pk).wrapped_data_key)
+    Vault.objects.filter(pk=vault.pk).update(wrapped_data_key=wrapped[:length])
+    with pytest.raises(KeyProviderError):
+        unwrap_data_key(Vault.objects.get(pk=vault.pk))
+
+
 def test_wrapped_key_is_bound_to_its_vault(make_vault, lrs_region):
     # rule V4: a wrapped key copied onto another vault (same or other region) does not open there
     a = Vault.objects.get(pk=make_vault("a").pk)
@@ -214,7 +226,12 @@ def test_kms_round_trip(settings, kms_backend, account, kms_region):
     assert_nowhere(data_key, [as_bytes(value) for value in vault_row(vault.id)])
     # a second vault under the same key still gets its own data key
     other = services.create_vault(
-        actor=None, account=account, region=kms_region, name="kms-2", encryption_method=EncryptionMethod.KMS, kms_key=key
+        actor=None,
+        account=account,
+        region=kms_region,
+        name="kms-2",
+        encryption_method=EncryptionMethod.KMS,
+        kms_key=key,
     )
     assert unwrap_data_key(Vault.objects.get(pk=other.pk)) != data_key
     # the service-managed key cannot open a KMS-wrapped key
@@ -340,7 +357,12 @@ def test_aws_kms_key_is_created_in_the_regions_kms(settings, aws_kms, account, l
     assert audit.outcome == AuditLog.Outcome.SUCCESS and audit.region_code == lrs_region.code
 
     vault = services.create_vault(
-        actor=None, account=account, region=lrs_region, name="aws-kv", encryption_method=EncryptionMethod.KMS, kms_key=key
+        actor=None,
+        account=account,
+        region=lrs_region,
+        name="aws-kv",
+        encryption_method=EncryptionMethod.KMS,
+        kms_key=key,
     )
     vault = Vault.objects.get(pk=vault.pk)
     assert len(unwrap_data_key(vault)) == DATA_KEY_BYTES
@@ -360,7 +382,12 @@ def test_aws_kms_unknown_key_cannot_wrap(settings, aws_kms, account, lrs_region)
     before = Vault.objects.count()
     with pytest.raises(ValidationError) as excinfo:
         services.create_vault(
-            actor=None, account=account, region=lrs_region, name="off", encryption_method=EncryptionMethod.KMS, kms_key=ghost
+            actor=None,
+            account=account,
+            region=lrs_region,
+            name="off",
+            encryption_method=EncryptionMethod.KMS,
+            kms_key=ghost,
         )
     assert "kms_key" in excinfo.value.message_dict
     assert Vault.objects.count() == before
@@ -377,7 +404,12 @@ def test_update_vault_cannot_change_the_key(kms_backend, account, kms_region):
     key = services.create_kms_key(actor=None, account=account, region=kms_region, alias="fixed")
     other_key = services.create_kms_key(actor=None, account=account, region=kms_region, alias="other")
     vault = services.create_vault(
-        actor=None, account=account, region=kms_region, name="fixed-vault", encryption_method=EncryptionMethod.KMS, kms_key=key
+        actor=None,
+        account=account,
+        region=kms_region,
+        name="fixed-vault",
+        encryption_method=EncryptionMethod.KMS,
+        kms_key=key,
     )
     before = Vault.objects.get(pk=vault.pk)
     wrapped, data_key = bytes(before.wrapped_data_key), unwrap_data_key(before)
@@ -408,3 +440,45 @@ def test_update_managed_vault_keeps_its_wrapped_key(make_vault):
     assert after.kms_key_id is None
     assert bytes(after.wrapped_data_key) == wrapped
     assert unwrap_data_key(after) == data_key
+
+
+def test_unreachable_kms_refuses_key_creation(settings, aws_kms, account, lrs_region):
+    # rule V4 / A3: a KMS that cannot be reached creates no KmsKey row; the refusal is audited
+    settings.KMS = {**settings.KMS, "endpoint_url": f"http://127.0.0.1:{free_port()}"}
+    keys._kms_client.cache_clear()
+    with pytest.raises(ValidationError) as excinfo:
+        services.create_kms_key(actor=None, account=account, region=lrs_region, alias="nowhere")
+    assert "create_key" in " ".join(excinfo.value.messages)
+    assert not KmsKey.objects.filter(alias="nowhere").exists()
+    assert len(refusals(account, "create_kms_key")) == 1
+
+
+def test_admin_change_form_cannot_change_the_key(client, account, region):
+    # rule V4 on the admin path: posting encryption fields to the change form leaves the key as it was
+    admin_user = make_user("root", staff=True, superuser=True)
+    client.force_login(admin_user)
+    key = services.create_kms_key(actor=None, account=account, region=region, alias="fixed")
+    other_key = services.create_kms_key(actor=None, account=account, region=region, alias="other")
+    vault = services.create_vault(
+        actor=None, account=account, region=region, name="adm", encryption_method=EncryptionMethod.KMS, kms_key=key
+    )
+    before = Vault.objects.get(pk=vault.pk)
+    wrapped = bytes(before.wrapped_data_key)
+
+    response = client.post(
+        f"/admin/vaults/vault/{vault.pk}/change/",
+        {
+            "name": "adm-renamed",
+            "description": "",
+            "resource_group": before.resource_group_id,
+            "encryption_method": EncryptionMethod.CLOUD_BACKUP_MANAGED,
+            "kms_key": other_key.pk,
+            "wrapped_data_key": "00" * 60,
+        },
+    )
+    assert response.status_code == 302, response.content[:2000]
+    after = Vault.objects.get(pk=vault.pk)
+    assert after.name == "adm-renamed"
+    assert after.kms_key_id == key.pk
+    assert after.encryption_method == EncryptionMethod.KMS
+    assert bytes(after.wrapped_data_key) == wrapped

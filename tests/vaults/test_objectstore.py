@@ -170,21 +170,15 @@ def test_regions_use_different_stores(backend, raw, make_vault, region, lrs_regi
 
 def _break_store(settings, backend, tmp_path):
     """Make the region's default store unusable; returns a function that repairs it."""
-    if backend == "s3":
-        good = settings.OBJECT_STORE
-        settings.OBJECT_STORE = {**good, "endpoint_url": f"http://127.0.0.1:{free_port()}"}
-        objectstore._store_for.cache_clear()
-
-        def repair():
-            settings.OBJECT_STORE = good
-            objectstore._store_for.cache_clear()
-
-        return repair
-    # local: a plain file where the store's root directory has to be created
-    blocker = tmp_path / "blocked"
-    blocker.write_bytes(b"not a directory")
     good = settings.OBJECT_STORE
-    settings.OBJECT_STORE = {**good, "root": str(blocker / "regions")}
+    if backend == "s3":
+        # an endpoint on a loopback port nothing listens on
+        settings.OBJECT_STORE = {**good, "endpoint_url": f"http://127.0.0.1:{free_port()}"}
+    else:
+        # a plain file where the store's root directory has to be created
+        blocker = tmp_path / "blocked"
+        blocker.write_bytes(b"not a directory")
+        settings.OBJECT_STORE = {**good, "root": str(blocker / "regions")}
     objectstore._store_for.cache_clear()
 
     def repair():

@@ -1,0 +1,270 @@
+"""The backup engine: read a source, write its new chunks into packs, describe it in a manifest.
+
+`PointWriter` owns the chunk side (dedup against the vault's chunk index, packs,
+stored bytes); `read_file_tree` and `read_bucket` turn a source into manifest
+entries. The service `vaults.services.run_backup_job` drives them and commits
+the point.
+"""
+
+import mimetypes
+import os
+import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import blake3
+from django.db import transaction
+from pyfastcdc.cy import FastCDC
+
+from .chunkstore import CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, PACK_TARGET, new_pack_name, pack_key
+from .models import Chunk, Pack
+
+READ_BLOCK = 8 * 1024 * 1024
+_cdc = FastCDC(CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX)
+
+
+class SourceError(Exception):
+    """The source cannot be read at all (missing path, no permission, no such bucket)."""
+
+
+class PointWriter:
+    """Stores the chunks of a new point: each chunk the vault lacks is sealed into a pack.
+
+    Sealing (hash, compress, encrypt) runs on a small thread pool, and a full pack is
+    uploaded in the background while the next one fills, so the CPU and the store
+    work at the same time; at most two packs are in memory.
+    """
+
+    def __init__(self, vault, store, codec, threads=2):
+        self.vault = vault
+        self.store = store
+        self.codec = codec
+        self.known = {bytes(c) for c in Chunk.objects.filter(vault=vault).values_list("chunk_id", flat=True)}
+        self.pending = {}
+        self.buf = bytearray()
+        self.refs = set()
+        self.stored_bytes = 0
+        self.new_chunks = 0
+        self.pool = ThreadPoolExecutor(threads)
+        self.uploader = ThreadPoolExecutor(1)
+        self.upload = None
+
+    def add(self, data):
+        """Store one chunk's plaintext (if new); return its id."""
+        return self.add_sealed(self.pool.submit(self._seal, bytes(data)).result())
+
+    def add_many(self, blocks):
+        """Hash and seal chunks in parallel, keep their order; return their ids and sizes."""
+        return [self.add_sealed(s) for s in self.pool.map(self._seal, blocks)]
+
+    def _seal(self, data):
+        cid = self.codec.chunk_id(data)
+        if cid in self.known or cid in self.pending:
+            return cid, None, len(data)
+        return cid, self.codec.seal_chunk(cid, data), len(data)
+
+    def add_sealed(self, sealed):
+        cid, blob, raw_length = sealed
+        self.refs.add(cid)
+        if blob is not None and cid not in self.known and cid not in self.pending:
+            self.pending[cid] = (len(self.buf), len(blob), raw_length)
+            self.buf += blob
+            self.new_chunks += 1
+            if len(self.buf) >= PACK_TARGET:
+                self.flush(wait=False)
+        return cid, raw_length
+
+    def flush(self, wait=True):
+        """Upload the current pack, then index its chunks; the previous upload must finish first."""
+        self._finish_upload()
+        if self.pending:
+            buf, pending = bytes(self.buf), self.pending
+            self.buf, self.pending = bytearray(), {}
+            self.upload = self.uploader.submit(self._store_pack, buf, pending)
+            self.known.update(pending)
+        if wait:
+            self._finish_upload()
+
+    def _finish_upload(self):
+        if self.upload is not None:
+            upload, self.upload = self.upload, None
+            upload.result()
+
+    def _store_pack(self, buf, pending):
+        key = pack_key(self.vault, new_pack_name())
+        self.store.put(key, buf)
+        try:
+            with transaction.atomic():
+                pack = Pack.objects.create(vault=self.vault, key=key, size=len(buf))
+                Chunk.objects.bulk_create(
+                    [
+                        Chunk(vault=self.vault, chunk_id=cid, pack=pack, offset=o, length=n, raw_length=r)
+                        for cid, (o, n, r) in pending.items()
+                    ],
+                    ignore_conflicts=True,
+                    batch_size=2000,
+                )
+        finally:
+            from django.db import connection
+
+            connection.close()  # this thread's own connection
+        self.stored_bytes += len(buf)
+
+    def close(self):
+        try:
+            self.flush()
+        finally:
+            self.pool.shutdown()
+            self.uploader.shutdown()
+
+    def abort(self):
+        self.pool.shutdown(cancel_futures=True)
+        self.uploader.shutdown(cancel_futures=True)
+
+
+def chunk_stream(writer, stream, on_bytes):
+    """Cut a byte stream into content-defined chunks and store them; return (chunks, size, content hash)."""
+    hasher = blake3.blake3()
+    chunks, size, batch = [], 0, []
+    for piece in _cdc.cut_stream(stream):
+        data = bytes(piece.data)
+        hasher.update(data)
+        size += len(data)
+        batch.append(data)
+        if len(batch) >= 8:
+            chunks.extend(writer.add_many(batch))
+            on_bytes(sum(len(b) for b in batch))
+            batch = []
+    if batch:
+        chunks.extend(writer.add_many(batch))
+        on_bytes(sum(len(b) for b in batch))
+    return [[cid.hex(), n] for cid, n in chunks], size, hasher.hexdigest()
+
+
+def scan_file_tree(root):
+    """Every entry under root (or root itself, if it is a file), sorted; with its lstat."""
+    try:
+        top = os.lstat(root)
+    except FileNotFoundError:
+        raise SourceError(f"The path {root} does not exist.") from None
+    except PermissionError:
+        raise SourceError(f"The path {root} cannot be read (permission denied).") from None
+    if stat.S_ISREG(top.st_mode):
+        return [(os.path.basename(root), root, top)]
+    if not stat.S_ISDIR(top.st_mode):
+        raise SourceError(f"The path {root} is neither a directory nor a regular file.")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise SourceError(f"The directory {root} cannot be read (permission denied).")
+    entries = []
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        full = os.path.join(root, rel) if rel else root
+        try:
+            with os.scandir(full) as it:
+                children = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise SourceError(f"Cannot list {full}: {exc.strerror}") from exc
+        for child in children:
+            child_rel = f"{rel}/{child.name}" if rel else child.name
+            st = child.stat(follow_symlinks=False)
+            entries.append((child_rel, child.path, st))
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(child_rel)
+    entries.sort(key=lambda e: e[0])
+    return entries
+
+
+class Progress:
+    """Counts files and bytes; calls `save` at most every `interval` seconds."""
+
+    def __init__(self, save, interval=0.5):
+        self.files = 0
+        self.bytes = 0
+        self.save = save
+        self.interval = interval
+        self.last = 0.0
+
+    def add_bytes(self, n):
+        self.bytes += n
+        self.tick()
+
+    def add_file(self):
+        self.files += 1
+        self.tick()
+
+    def tick(self, force=False):
+        now = time.monotonic()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            self.save(self)
+
+
+def read_file_tree(writer, root, progress, warnings):
+    """Manifest entries of a directory tree (or one file): files, dirs, symlinks, modes, mtimes."""
+    entries = []
+    for rel, full, st in scan_file_tree(root):
+        entry = {"path": rel, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
+        if stat.S_ISDIR(st.st_mode):
+            entry["type"] = "dir"
+        elif stat.S_ISLNK(st.st_mode):
+            entry["type"] = "symlink"
+            entry["target"] = os.readlink(full)
+        elif stat.S_ISREG(st.st_mode):
+            entry["type"] = "file"
+            try:
+                with open(full, "rb", buffering=0) as f:
+                    chunks, size, digest = chunk_stream(writer, f, progress.add_bytes)
+                    after = os.fstat(f.fileno())
+            except FileNotFoundError:
+                warnings.append({"path": rel, "problem": "vanished before it could be read"})
+                continue
+            except PermissionError:
+                warnings.append({"path": rel, "problem": "cannot be read (permission denied)"})
+                continue
+            if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or size != after.st_size:
+                warnings.append({"path": rel, "problem": "changed while it was being read"})
+            entry.update(size=size, chunks=chunks, hash=digest, mtime_ns=after.st_mtime_ns)
+        else:
+            warnings.append({"path": rel, "problem": "not a file, directory or symlink: skipped"})
+            continue
+        entries.append(entry)
+        progress.add_file()
+    return entries
+
+
+def scan_totals(root):
+    """Files and bytes a file-tree backup will read, for progress and ETA."""
+    files = size = 0
+    for _, _, st in scan_file_tree(root):
+        if stat.S_ISREG(st.st_mode):
+            files += 1
+            size += st.st_size
+    return files, size
+
+
+def read_bucket(writer, bucket, prefix, progress, warnings):
+    """Manifest entries of the objects of an OSS bucket under a prefix, with their content types."""
+    entries = []
+    for obj in bucket.list_objects(prefix):
+        try:
+            with bucket.open(obj["key"]) as stream:
+                chunks, size, digest = chunk_stream(writer, stream, progress.add_bytes)
+        except FileNotFoundError:
+            warnings.append({"path": obj["key"], "problem": "vanished before it could be read"})
+            continue
+        entries.append(
+            {
+                "path": obj["key"],
+                "type": "object",
+                "size": size,
+                "chunks": chunks,
+                "hash": digest,
+                "content_type": obj.get("content_type")
+                or mimetypes.guess_type(obj["key"])[0]
+                or "application/octet-stream",
+                "mtime_ns": obj.get("mtime_ns", 0),
+            }
+        )
+        progress.add_file()
+    return entries

@@ -1,0 +1,99 @@
+"""The storage format of backup data: chunks and manifests, sealed, in packs.
+
+A chunk is named by a keyed BLAKE3 hash of its plaintext (the vault's chunk-id
+key), so equal data is stored once per vault and an id reveals nothing to who
+reads the store. It is compressed with zstd when that helps and sealed with
+AES-256-GCM under the vault's data key, with the id as associated data, so a
+blob cannot be swapped for another. Many chunks go into one pack object.
+"""
+
+import secrets
+import threading
+
+import blake3
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+CHUNK_MIN = 256 * 1024
+CHUNK_AVG = 1024 * 1024
+CHUNK_MAX = 4 * 1024 * 1024
+PACK_TARGET = 16 * 1024 * 1024
+
+RAW, ZSTD = 0, 1
+NONCE = 12
+OVERHEAD = 1 + NONCE + 16
+
+
+class CorruptData(Exception):
+    """A blob failed its AEAD tag or its id check: it is not what was stored."""
+
+
+class ChunkCodec:
+    """Seals and opens a vault's chunks and manifests; safe to share between threads."""
+
+    def __init__(self, keys, level=3):
+        self.aead = AESGCM(keys.data_key)
+        self.id_key = keys.chunk_id_key
+        self.level = level
+        self.local = threading.local()
+
+    def _compressor(self):
+        c = getattr(self.local, "compressor", None)
+        if c is None:
+            c = self.local.compressor = zstandard.ZstdCompressor(level=self.level)
+            self.local.decompressor = zstandard.ZstdDecompressor()
+        return c
+
+    def chunk_id(self, data):
+        return blake3.blake3(data, key=self.id_key).digest()
+
+    def seal(self, data, aad):
+        """flag | nonce | AES-GCM(payload); payload is zstd when it saves at least 1/32."""
+        compressed = self._compressor().compress(data)
+        if len(compressed) < len(data) - (len(data) >> 5):
+            flag, payload = ZSTD, compressed
+        else:
+            flag, payload = RAW, data
+        nonce = secrets.token_bytes(NONCE)
+        return bytes((flag,)) + nonce + self.aead.encrypt(nonce, payload, aad)
+
+    def open(self, blob, aad, raw_length=None):
+        if len(blob) < OVERHEAD or blob[0] not in (RAW, ZSTD):
+            raise CorruptData("malformed blob")
+        try:
+            payload = self.aead.decrypt(blob[1 : 1 + NONCE], blob[1 + NONCE :], aad)
+        except InvalidTag:
+            raise CorruptData("authentication tag mismatch") from None
+        if blob[0] == ZSTD:
+            self._compressor()
+            payload = self.local.decompressor.decompress(payload, max_output_size=raw_length or CHUNK_MAX * 2)
+        return payload
+
+    def seal_chunk(self, chunk_id, data):
+        return self.seal(data, chunk_id)
+
+    def open_chunk(self, chunk_id, blob, raw_length=None):
+        """The plaintext of a chunk, checked against its tag and its id."""
+        data = self.open(blob, chunk_id, raw_length)
+        if self.chunk_id(data) != chunk_id:
+            raise CorruptData("content does not match the chunk id")
+        return data
+
+    def seal_manifest(self, point_id, data):
+        return self.seal(data, b"manifest:" + point_id.encode())
+
+    def open_manifest(self, point_id, blob):
+        return self.open(blob, b"manifest:" + point_id.encode(), raw_length=1 << 34)
+
+
+def pack_key(vault, pack_name):
+    return f"{vault.storage_prefix}packs/{pack_name[:2]}/{pack_name}"
+
+
+def manifest_key(vault, point_id):
+    return f"{vault.storage_prefix}manifests/{point_id}"
+
+
+def new_pack_name():
+    return secrets.token_hex(16)
