@@ -42,6 +42,22 @@ def record_refusal(*, actor, action, error, **kwargs):
     )
 
 
+class audit_refusals:
+    """Context manager: a refusal (ValidationError) raised inside is audited once its transaction rolled back."""
+
+    def __init__(self, action, **audit):
+        self.action = action
+        self.audit = audit
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if isinstance(exc, ValidationError):
+            record_refusal(action=self.action, error=exc, **self.audit)
+        return False
+
+
 @transaction.atomic
 def create_account(*, actor, slug, name):
     """Rule A2: an account comes with its default resource group."""

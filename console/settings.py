@@ -139,7 +139,7 @@ if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Celery: Redis in a real deployment; a broker on the local disk embedded.
-CELERY_BROKER_URL = env.get("CELERY_BROKER_URL") or "filesystem://"
+CELERY_BROKER_URL = env.get("CELERY_BROKER_URL") or "filesystem://localhost/"
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = DATA_DIR / "broker"

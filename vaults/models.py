@@ -210,6 +210,7 @@ class Pack(models.Model):
     key = models.CharField(max_length=255)
     size = models.BigIntegerField()
     tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.STANDARD)
+    is_garbage = models.BooleanField(default=False, help_text="No chunk needs it; its object is being deleted.")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -264,6 +265,10 @@ class BackupJob(models.Model):
     error = models.TextField(blank=True)
     point = models.ForeignKey(BackupPoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     retention_days = models.PositiveIntegerField(null=True, blank=True)
+    fail_on_change = models.BooleanField(
+        default=False, help_text="Fail the job when a file changes while it is read, instead of recording it."
+    )
+    warnings = models.JSONField(default=list, blank=True)
     files_total = models.PositiveIntegerField(default=0)
     files_done = models.PositiveIntegerField(default=0)
     bytes_total = models.BigIntegerField(default=0)

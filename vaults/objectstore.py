@@ -245,3 +245,99 @@ def s3_client(endpoint_url, access_key, secret_key):
         aws_secret_access_key=secret_key,
         region_name="us-east-1",
     )
+
+
+def oss_bucket(region, bucket):
+    """An OSS bucket of a region, as a backup source reads it (and a restore writes it).
+
+    On an S3-backed region it is a bucket of the region's endpoint; in the embedded
+    default it is a directory `oss/<region>/<bucket>` beside the region stores.
+    """
+    backend, _, endpoint, access_key, secret_key, addressing = store_config(region)
+    if backend == "s3":
+        return S3Bucket(bucket, endpoint, access_key, secret_key, addressing)
+    return LocalBucket(Path(settings.OBJECT_STORE["root"]) / "oss" / region.code / bucket, bucket)
+
+
+class LocalBucket:
+    def __init__(self, root, name):
+        self.root = Path(root)
+        self.name = name
+
+    def _require(self):
+        if not self.root.is_dir():
+            raise ObjectStoreError(f"The bucket {self.name} does not exist.")
+
+    def list_objects(self, prefix=""):
+        self._require()
+        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+            key = str(path.relative_to(self.root))
+            if key.startswith(prefix):
+                st = path.stat()
+                yield {"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "content_type": None}
+
+    def totals(self, prefix=""):
+        objects = list(self.list_objects(prefix))
+        return len(objects), sum(o["size"] for o in objects)
+
+    def open(self, key):
+        return open(self.root / key, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+
+
+class S3Bucket:
+    def __init__(self, name, endpoint_url, access_key, secret_key, addressing_style):
+        self.name = name
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            aws_access_key_id=access_key or None,
+            aws_secret_access_key=secret_key or None,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": addressing_style}, retries={"max_attempts": 3}),
+        )
+
+    def _call(self, operation, **kwargs):
+        try:
+            return getattr(self.client, operation)(Bucket=self.name, **kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchBucket", "404"}:
+                raise ObjectStoreError(f"The bucket {self.name} does not exist.") from exc
+            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                raise FileNotFoundError(kwargs.get("Key")) from exc
+            raise ObjectStoreError(f"The bucket {self.name} refused {operation}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise ObjectStoreError(f"Cannot reach the bucket {self.name}: {exc}") from exc
+
+    def list_objects(self, prefix=""):
+        token = None
+        while True:
+            kwargs = {"Prefix": prefix, **({"ContinuationToken": token} if token else {})}
+            page = self._call("list_objects_v2", **kwargs)
+            for obj in page.get("Contents", []):
+                head = self._call("head_object", Key=obj["Key"])
+                yield {
+                    "key": obj["Key"],
+                    "size": obj["Size"],
+                    "content_type": head.get("ContentType"),
+                    "mtime_ns": int(obj["LastModified"].timestamp() * 1e9),
+                }
+            if not page.get("IsTruncated"):
+                return
+            token = page["NextContinuationToken"]
+
+    def totals(self, prefix=""):
+        count = size = 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.name, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    count += 1
+                    size += obj["Size"]
+        except ClientError as exc:
+            raise ObjectStoreError(f"The bucket {self.name} does not exist or cannot be listed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise ObjectStoreError(f"Cannot reach the bucket {self.name}: {exc}") from exc
+        return count, size
+
+    def open(self, key):
+        return self._call("get_object", Key=key)["Body"]

@@ -27,7 +27,18 @@ def vault_json(vault):
         "data_size": vault.data_size,
         "backup_lock": vault.backup_lock,
         "created": vault.created.isoformat(),
-        "points": [],
+        "points": [
+            {
+                "id": p.id,
+                "created": p.created.isoformat(),
+                "tier": p.tier,
+                "size": p.size,
+                "expires": p.expires.isoformat() if p.expires else None,
+                "files": p.files,
+                "source_type": p.source_type,
+            }
+            for p in vault.points.all()
+        ],
     }
 
 

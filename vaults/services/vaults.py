@@ -11,11 +11,11 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from console.models import ResourceGroup
-from console.services import record_audit, record_refusal
+from console.services import audit_refusals, record_audit
 
-from .keys import KeyProviderError, kms_provider, new_data_key, wrap_data_key
-from .models import EncryptionMethod, KmsKey, Vault, VaultStatus, VaultType, new_vault_id
-from .objectstore import ObjectStoreError, region_store
+from ..keys import KeyProviderError, kms_provider, new_data_key, wrap_data_key
+from ..models import EncryptionMethod, KmsKey, Vault, VaultStatus, VaultType, new_vault_id
+from ..objectstore import ObjectStoreError, region_store
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +37,6 @@ def _clean_name(name, what="vault"):
     return name
 
 
-def _refusing(action, **audit):
-    """Audit a refused action (rule A3) after its transaction has rolled back."""
-
-    class _Guard:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, exc_type, exc, tb):
-            if isinstance(exc, ValidationError):
-                record_refusal(action=action, error=exc, **audit)
-            return False
-
-    return _Guard()
-
-
 def create_vault(
     *,
     actor,
@@ -65,7 +50,7 @@ def create_vault(
     kms_key=None,
 ):
     """Rules V1, V3, V4: a new vault with its own wrapped data key; storage follows in a task."""
-    with _refusing("create_vault", actor=actor, account=account, region_code=region.code, object_type="vault"):
+    with audit_refusals("create_vault", actor=actor, account=account, region_code=region.code, object_type="vault"):
         with transaction.atomic():
             vault = _build_vault(
                 account=account,
@@ -158,7 +143,7 @@ def _build_vault(
 
 
 def _enqueue_initialization(vault_id):
-    from .tasks import initialize_vault_storage_task
+    from ..tasks import initialize_vault_storage_task
 
     try:
         initialize_vault_storage_task.delay(vault_id)
@@ -224,7 +209,7 @@ def initialize_vault_storage(vault_id):
 
 def retry_vault_initialization(*, actor, vault):
     """An Error vault whose storage could not be created tries again."""
-    with _refusing(
+    with audit_refusals(
         "retry_vault_initialization",
         actor=actor,
         account=vault.account,
@@ -250,7 +235,7 @@ def retry_vault_initialization(*, actor, vault):
 
 def update_vault(*, actor, vault, name=None, description=None, resource_group=None):
     """Name, description and resource group may change; type, region and key never do (rule V4)."""
-    with _refusing(
+    with audit_refusals(
         "update_vault",
         actor=actor,
         account=vault.account,
@@ -306,7 +291,7 @@ def deletion_refusal(vault):
 
 def delete_vault(*, actor, vault, confirmation):
     """Rule V7: typed confirmation, guards, then the data in the store and the rows go."""
-    with _refusing(
+    with audit_refusals(
         "delete_vault",
         actor=actor,
         account=vault.account,
@@ -357,7 +342,7 @@ def enable_backup_lock(*, actor, vault):
 
 def create_kms_key(*, actor, account, region, alias):
     """A customer key in the region's KMS; only its KeyId is stored here."""
-    with _refusing("create_kms_key", actor=actor, account=account, region_code=region.code, object_type="kms_key"):
+    with audit_refusals("create_kms_key", actor=actor, account=account, region_code=region.code, object_type="kms_key"):
         alias = (alias or "").strip()
         if not alias:
             raise ValidationError({"alias": "Enter an alias for the key."})

@@ -1,0 +1,443 @@
+"""Backup sources, backup jobs and backup points: start, run, commit, delete, collect garbage.
+
+A point's row is written only in the transaction that commits it, after every
+pack and its manifest are durably stored (rule P3); a job that dies before that
+leaves packs that the next run reuses and garbage collection later removes.
+"""
+
+import json
+import logging
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from console.services import audit_refusals, record_audit
+
+from ..backup import PointWriter, Progress, SourceError, read_bucket, read_file_tree, scan_totals
+from ..chunkstore import ChunkCodec, manifest_key
+from ..keys import KeyProviderError, vault_keys
+from ..models import (
+    BackupJob,
+    BackupPoint,
+    BackupSource,
+    Chunk,
+    Pack,
+    PointChunk,
+    SourceType,
+    Vault,
+    VaultStatus,
+    VaultType,
+    new_point_id,
+)
+from ..objectstore import ObjectStoreError, oss_bucket, region_store
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_STALE = timedelta(seconds=90)
+MAX_RETENTION_DAYS = 36500
+
+# Callables other apps add; each gets a committed point (replication: copy it, rule R8).
+POINT_COMMITTED = []
+# Checks other apps add before a point is deleted by hand; each returns a reason or None (rule R9).
+POINT_DELETE_GUARDS = []
+
+
+class BackupFailed(Exception):
+    """A backup job cannot finish; the message is shown to the user."""
+
+
+def create_backup_source(
+    *, actor, account, region, source_type, name, path="", bucket="", prefix="", retain_at_least_one=False
+):
+    """Register what a backup reads: a directory or export (path), or an OSS bucket and prefix."""
+    with audit_refusals(
+        "create_backup_source", actor=actor, account=account, region_code=region.code, object_type="backup_source"
+    ):
+        errors = {}
+        name = (name or "").strip()
+        if not name or len(name) > 64:
+            errors["name"] = "Enter a name of at most 64 characters."
+        elif BackupSource.objects.filter(account=account, region=region, name=name).exists():
+            errors["name"] = f"A backup source named {name!r} already exists in {region.name}."
+        if source_type not in SourceType.values:
+            errors["source_type"] = f"Unknown data source type {source_type!r}."
+        elif source_type == SourceType.OSS:
+            bucket = (bucket or "").strip()
+            if not (3 <= len(bucket) <= 63) or not all(c.islower() or c.isdigit() or c in "-." for c in bucket):
+                errors["bucket"] = "Enter a bucket name: 3 to 63 lowercase letters, digits, dots or hyphens."
+            path = ""
+        else:
+            path = (path or "").strip()
+            if not path.startswith("/"):
+                errors["path"] = "Enter an absolute path the backup worker can read."
+            bucket = prefix = ""
+        if not region.is_enabled:
+            errors["region"] = f"The region {region.code} is disabled."
+        if errors:
+            raise ValidationError(errors)
+        with transaction.atomic():
+            source = BackupSource.objects.create(
+                account=account,
+                region=region,
+                source_type=source_type,
+                name=name,
+                path=path,
+                bucket=bucket,
+                prefix=(prefix or "").lstrip("/"),
+                retain_at_least_one=retain_at_least_one,
+            )
+            record_audit(
+                actor=actor,
+                action="create_backup_source",
+                object_type="backup_source",
+                object_id=source.pk,
+                account=account,
+                region_code=region.code,
+                name=name,
+                type=source_type,
+                location=source.location,
+            )
+    return source
+
+
+def backup_refusal(vault, source):
+    """Why a backup of this source into this vault cannot start, or None."""
+    if source.account_id != vault.account_id:
+        return "The backup source belongs to another account."
+    if source.region_id != vault.region_id:
+        return f"The backup source is in {source.region.name}; the vault is in {vault.region.name}."
+    if vault.vault_type == VaultType.REPLICATION_TARGET:
+        return "A Replication Target vault is read-only: it cannot be the target of a backup (rule R9)."
+    if vault.status != VaultStatus.NORMAL:
+        return f"The vault is {vault.get_status_display()}: backups need a vault in Normal state."
+    return None
+
+
+def start_backup(*, actor, vault, source, retention_days=None, fail_on_change=False):
+    """Queue a backup job of a source into a vault of the same account and region."""
+    with audit_refusals(
+        "start_backup",
+        actor=actor,
+        account=vault.account,
+        region_code=vault.region.code,
+        object_type="vault",
+        object_id=vault.id,
+    ):
+        reason = backup_refusal(vault, source)
+        if reason:
+            raise ValidationError(reason)
+        if retention_days is not None and not (1 <= retention_days <= MAX_RETENTION_DAYS):
+            raise ValidationError({"retention_days": f"Retention is 1 to {MAX_RETENTION_DAYS} days, or none."})
+        with transaction.atomic():
+            job = BackupJob.objects.create(
+                account=vault.account,
+                vault=vault,
+                source=source,
+                retention_days=retention_days,
+                fail_on_change=fail_on_change,
+            )
+            record_audit(
+                actor=actor,
+                action="start_backup",
+                object_type="backup_job",
+                object_id=job.pk,
+                account=vault.account,
+                region_code=vault.region.code,
+                vault=vault.id,
+                source=source.name,
+            )
+            transaction.on_commit(lambda: _enqueue_backup(job.pk))
+    return job
+
+
+def _enqueue_backup(job_id):
+    from ..tasks import run_backup_job_task
+
+    try:
+        run_backup_job_task.delay(job_id)
+    except Exception as exc:  # the broker is down: the job says so instead of waiting forever
+        log.exception("Cannot enqueue backup job %s", job_id)
+        BackupJob.objects.filter(pk=job_id, status=BackupJob.Status.QUEUED).update(
+            status=BackupJob.Status.FAILED,
+            error=f"The task queue could not be reached: {exc}",
+            finished=timezone.now(),
+        )
+
+
+def _claim(job_id):
+    """Queued (or running with a dead worker) -> running, under the vault's row lock."""
+    with transaction.atomic():
+        job = BackupJob.objects.select_for_update().select_related("vault", "source").filter(pk=job_id).first()
+        if job is None or job.status in (BackupJob.Status.SUCCEEDED, BackupJob.Status.FAILED):
+            return None
+        now = timezone.now()
+        if job.status == BackupJob.Status.RUNNING and job.heartbeat and now - job.heartbeat < HEARTBEAT_STALE:
+            return None  # another worker has it
+        Vault.objects.select_for_update().filter(pk=job.vault_id).first()  # waits for a running GC
+        job.status = BackupJob.Status.RUNNING
+        job.started = job.started or now
+        job.heartbeat = now
+        job.error = ""
+        job.save(update_fields=["status", "started", "heartbeat", "error"])
+    return job
+
+
+def run_backup_job(job_id):
+    """Run one backup job to a committed point, or to a failed job with the reason."""
+    job = _claim(job_id)
+    if job is None:
+        return None
+    try:
+        point = _run(job)
+    except (BackupFailed, SourceError, ObjectStoreError, KeyProviderError, Vault.DoesNotExist) as exc:
+        reason = str(exc) if not isinstance(exc, Vault.DoesNotExist) else "The vault was deleted."
+        _fail(job, reason)
+        return None
+    return point
+
+
+def _fail(job, reason):
+    with transaction.atomic():
+        BackupJob.objects.filter(pk=job.pk).update(
+            status=BackupJob.Status.FAILED, error=reason[:2000], finished=timezone.now()
+        )
+        record_audit(
+            actor=None,
+            action="run_backup",
+            object_type="backup_job",
+            object_id=job.pk,
+            account=job.account,
+            region_code=job.vault.region.code,
+            outcome="failed",
+            reason=reason,
+        )
+
+
+def _run(job):
+    vault, source = job.vault, job.source
+    reason = backup_refusal(vault, source)
+    if reason:
+        raise BackupFailed(reason)
+    store = region_store(vault.region)
+    codec = ChunkCodec(vault_keys(vault))
+    warnings = []
+
+    def save(progress):
+        BackupJob.objects.filter(pk=job.pk).update(
+            files_done=progress.files,
+            bytes_done=progress.bytes,
+            bytes_stored=writer.stored_bytes,
+            heartbeat=timezone.now(),
+        )
+
+    progress = Progress(save)
+    writer = PointWriter(vault, store, codec)
+    try:
+        if source.source_type == SourceType.OSS:
+            bucket = oss_bucket(vault.region, source.bucket)
+            files, total = bucket.totals(source.prefix)
+            BackupJob.objects.filter(pk=job.pk).update(files_total=files, bytes_total=total)
+            entries = read_bucket(writer, bucket, source.prefix, progress, warnings)
+        else:
+            files, total = scan_totals(source.path)
+            BackupJob.objects.filter(pk=job.pk).update(files_total=files, bytes_total=total)
+            entries = read_file_tree(writer, source.path, progress, warnings)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    progress.tick(force=True)
+    changed = [w for w in warnings if "changed" in w["problem"]]
+    if job.fail_on_change and changed:
+        raise BackupFailed(
+            f"{len(changed)} file(s) changed while being read, first {changed[0]['path']}; no point was written."
+        )
+    return commit_point(
+        job=job,
+        entries=entries,
+        refs=writer.refs,
+        stored_bytes=writer.stored_bytes,
+        codec=codec,
+        store=store,
+        warnings=warnings,
+    )
+
+
+def commit_point(*, job, entries, refs, stored_bytes, codec, store, warnings=()):
+    """Rule P3: store the manifest, then create the point and its references in one transaction."""
+    vault, source = job.vault, job.source
+    point_id = new_point_id()
+    created = timezone.now()
+    manifest = {
+        "version": 1,
+        "point": point_id,
+        "vault": vault.id,
+        "source_type": source.source_type,
+        "source": source.location,
+        "created": created.isoformat(),
+        "entries": entries,
+    }
+    blob = codec.seal_manifest(point_id, json.dumps(manifest, separators=(",", ":")).encode())
+    key = manifest_key(vault, point_id)
+    store.put(key, blob)
+    try:
+        with transaction.atomic():
+            locked = Vault.objects.select_for_update().get(pk=vault.pk)
+            chunk_pks = chunk_pks_of(locked, refs)
+            if len(chunk_pks) != len(refs):
+                raise BackupFailed("Some chunks left the vault while the backup ran; run the backup again.")
+            files = [e for e in entries if e["type"] in ("file", "object")]
+            point = BackupPoint.objects.create(
+                id=point_id,
+                vault=locked,
+                source=source,
+                source_type=source.source_type,
+                source_location=source.location,
+                created=created,
+                expires=created + timedelta(days=job.retention_days) if job.retention_days else None,
+                files=len(files),
+                size=sum(e["size"] for e in files),
+                stored_bytes=stored_bytes,
+                manifest_key=key,
+                manifest_size=len(blob),
+            )
+            PointChunk.objects.bulk_create([PointChunk(point=point, chunk_id=pk) for pk in chunk_pks], batch_size=5000)
+            refresh_data_size(locked)
+            BackupJob.objects.filter(pk=job.pk).update(
+                status=BackupJob.Status.SUCCEEDED,
+                point=point,
+                finished=timezone.now(),
+                warnings=list(warnings),
+                bytes_stored=stored_bytes,
+                files_done=len(files),
+            )
+            record_audit(
+                actor=None,
+                action="commit_point",
+                object_type="backup_point",
+                object_id=point.id,
+                account=locked.account,
+                region_code=locked.region.code,
+                vault=locked.id,
+                files=point.files,
+                size=point.size,
+                stored=stored_bytes,
+            )
+            for listener in POINT_COMMITTED:
+                transaction.on_commit(lambda listener=listener: listener(point))
+    except BaseException:
+        _forget_object(store, key)
+        raise
+    return point
+
+
+def chunk_pks_of(vault, chunk_ids, batch=1000):
+    """{chunk id -> row id} for the given ids of one vault, in batches."""
+    ids = list(chunk_ids)
+    found = {}
+    for i in range(0, len(ids), batch):
+        rows = Chunk.objects.filter(vault=vault, chunk_id__in=ids[i : i + batch]).values_list("chunk_id", "pk")
+        found.update((bytes(cid), pk) for cid, pk in rows)
+    return list(found.values())
+
+
+def _forget_object(store, key):
+    try:
+        store.delete(key)
+    except ObjectStoreError:
+        log.warning("Could not remove %s after a failed commit", key)
+
+
+def refresh_data_size(vault):
+    """Rule V6: the bytes the vault occupies in its store (packs after dedup, plus manifests)."""
+    packs = Pack.objects.filter(vault=vault).aggregate(n=Sum("size"))["n"] or 0
+    manifests = BackupPoint.objects.filter(vault=vault).aggregate(n=Sum("manifest_size"))["n"] or 0
+    Vault.objects.filter(pk=vault.pk).update(data_size=packs + manifests)
+
+
+def point_delete_refusal(point, *, now=None):
+    """Why a point cannot be deleted by hand now, or None (rules L1, R9)."""
+    now = now or timezone.now()
+    if point.vault.backup_lock and (point.expires is None or point.expires > now):
+        return "Backup lock is on: the point cannot be deleted before it expires."
+    for guard in POINT_DELETE_GUARDS:
+        reason = guard(point)
+        if reason:
+            return reason
+    return None
+
+
+def delete_point(*, actor, point):
+    """Delete a point by hand (where allowed): its manifest and the chunks no other point needs."""
+    vault = point.vault
+    with audit_refusals(
+        "delete_point",
+        actor=actor,
+        account=vault.account,
+        region_code=vault.region.code,
+        object_type="backup_point",
+        object_id=point.id,
+    ):
+        with transaction.atomic():
+            locked = BackupPoint.objects.select_for_update().select_related("vault").filter(pk=point.pk).first()
+            if locked is None:
+                raise ValidationError("The backup point no longer exists.")
+            reason = point_delete_refusal(locked)
+            if reason:
+                raise ValidationError(reason)
+            _remove_point(locked)
+            record_audit(
+                actor=actor,
+                action="delete_point",
+                object_type="backup_point",
+                object_id=point.id,
+                account=vault.account,
+                region_code=vault.region.code,
+                vault=vault.id,
+            )
+    collect_garbage(vault.pk)
+
+
+def _remove_point(point):
+    """The point's rows go now; its manifest object and unneeded chunks go with garbage collection."""
+    Pack.objects.get_or_create(
+        vault=point.vault, key=point.manifest_key, defaults={"size": point.manifest_size, "is_garbage": True}
+    )
+    point.delete()
+
+
+def collect_garbage(vault_id):
+    """Delete chunks no point references, then the pack objects left with no live chunk.
+
+    Skipped while a backup of the vault is running, so a chunk a running job has
+    just reused is never deleted; backups start under the same row lock.
+    """
+    with transaction.atomic():
+        vault = Vault.objects.select_for_update().filter(pk=vault_id).first()
+        if vault is None:
+            return None
+        fresh = timezone.now() - HEARTBEAT_STALE
+        if BackupJob.objects.filter(vault=vault, status=BackupJob.Status.RUNNING, heartbeat__gte=fresh).exists():
+            return None
+        dead = Chunk.objects.filter(vault=vault, pointchunk__isnull=True)
+        dead_count = dead.count()
+        Chunk.objects.filter(pk__in=dead.values("pk")).delete()
+        Pack.objects.filter(vault=vault, is_garbage=False, chunks__isnull=True).exclude(
+            key__contains="/manifests/"
+        ).update(is_garbage=True)
+        doomed = list(Pack.objects.filter(vault=vault, is_garbage=True).values_list("pk", "key"))
+    store = region_store(vault.region)
+    removed = []
+    for pk, key in doomed:
+        try:
+            store.delete(key)
+        except ObjectStoreError:
+            log.warning("Could not delete %s; the next collection retries", key)
+            continue
+        removed.append(pk)
+    Pack.objects.filter(pk__in=removed).delete()
+    refresh_data_size(vault)
+    return {"chunks": dead_count, "objects": len(removed)}
