@@ -38,3 +38,6 @@ lint: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) var staticfiles
+
+bench: $(VENV)/.installed-test
+	$(PY) tests/bench/bench_backup.py $(BENCH_ARGS)

@@ -63,6 +63,10 @@ class PointWriter:
             return cid, None, len(data)
         return cid, self.codec.seal_chunk(cid, data), len(data)
 
+    def reuse(self, chunk_ids):
+        """Reference chunks of the previous point without reading them again."""
+        self.refs.update(chunk_ids)
+
     def add_sealed(self, sealed):
         cid, blob, raw_length = sealed
         self.refs.add(cid)
@@ -122,22 +126,26 @@ class PointWriter:
         self.uploader.shutdown(cancel_futures=True)
 
 
+BATCH_BYTES = 4 * 1024 * 1024
+
+
 def chunk_stream(writer, stream, on_bytes):
     """Cut a byte stream into content-defined chunks and store them; return (chunks, size, content hash)."""
     hasher = blake3.blake3()
-    chunks, size, batch = [], 0, []
+    chunks, size, batch, batch_bytes = [], 0, [], 0
     for piece in _cdc.cut_stream(stream):
         data = bytes(piece.data)
         hasher.update(data)
         size += len(data)
         batch.append(data)
-        if len(batch) >= 8:
+        batch_bytes += len(data)
+        if batch_bytes >= BATCH_BYTES:
             chunks.extend(writer.add_many(batch))
-            on_bytes(sum(len(b) for b in batch))
-            batch = []
+            on_bytes(batch_bytes)
+            batch, batch_bytes = [], 0
     if batch:
         chunks.extend(writer.add_many(batch))
-        on_bytes(sum(len(b) for b in batch))
+        on_bytes(batch_bytes)
     return [[cid.hex(), n] for cid, n in chunks], size, hasher.hexdigest()
 
 
@@ -200,8 +208,13 @@ class Progress:
             self.save(self)
 
 
-def read_file_tree(writer, root, progress, warnings):
-    """Manifest entries of a directory tree (or one file): files, dirs, symlinks, modes, mtimes."""
+def read_file_tree(writer, root, progress, warnings, parent=None):
+    """Manifest entries of a directory tree (or one file): files, dirs, symlinks, modes, mtimes.
+
+    `parent` maps paths to the entries of the source's previous point: a file whose
+    size, mtime, ctime and inode are unchanged reuses its chunk list unread.
+    """
+    parent = parent or {}
     entries = []
     for rel, full, st in scan_file_tree(root):
         entry = {"path": rel, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
@@ -212,6 +225,20 @@ def read_file_tree(writer, root, progress, warnings):
             entry["target"] = os.readlink(full)
         elif stat.S_ISREG(st.st_mode):
             entry["type"] = "file"
+            previous = parent.get(rel)
+            if previous and _unchanged(previous, st):
+                writer.reuse(bytes.fromhex(c) for c, _ in previous["chunks"])
+                entry.update(
+                    size=previous["size"],
+                    chunks=previous["chunks"],
+                    hash=previous["hash"],
+                    ctime_ns=st.st_ctime_ns,
+                    ino=st.st_ino,
+                )
+                progress.add_bytes(st.st_size)
+                entries.append(entry)
+                progress.add_file()
+                continue
             try:
                 with open(full, "rb", buffering=0) as f:
                     chunks, size, digest = chunk_stream(writer, f, progress.add_bytes)
@@ -224,13 +251,29 @@ def read_file_tree(writer, root, progress, warnings):
                 continue
             if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or size != after.st_size:
                 warnings.append({"path": rel, "problem": "changed while it was being read"})
-            entry.update(size=size, chunks=chunks, hash=digest, mtime_ns=after.st_mtime_ns)
+            entry.update(
+                size=size,
+                chunks=chunks,
+                hash=digest,
+                mtime_ns=after.st_mtime_ns,
+                ctime_ns=after.st_ctime_ns,
+                ino=after.st_ino,
+            )
         else:
             warnings.append({"path": rel, "problem": "not a file, directory or symlink: skipped"})
             continue
         entries.append(entry)
         progress.add_file()
     return entries
+
+
+def _unchanged(previous, st):
+    return previous.get("type") == "file" and (
+        previous.get("size"),
+        previous.get("mtime_ns"),
+        previous.get("ctime_ns"),
+        previous.get("ino"),
+    ) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def scan_totals(root):

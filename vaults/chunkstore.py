@@ -15,9 +15,11 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-CHUNK_MIN = 256 * 1024
-CHUNK_AVG = 1024 * 1024
-CHUNK_MAX = 4 * 1024 * 1024
+# 64 KiB average chunks: a small change rewrites little (a 64 KiB edit stores about
+# twice its size), and packs keep the object count and request cost low.
+CHUNK_MIN = 16 * 1024
+CHUNK_AVG = 64 * 1024
+CHUNK_MAX = 256 * 1024
 PACK_TARGET = 16 * 1024 * 1024
 
 RAW, ZSTD = 0, 1

@@ -244,7 +244,7 @@ def _run(job):
         else:
             files, total = scan_totals(source.path)
             BackupJob.objects.filter(pk=job.pk).update(files_total=files, bytes_total=total)
-            entries = read_file_tree(writer, source.path, progress, warnings)
+            entries = read_file_tree(writer, source.path, progress, warnings, parent=_parent_entries(vault, source))
         writer.close()
     except BaseException:
         writer.abort()
@@ -264,6 +264,20 @@ def _run(job):
         store=store,
         warnings=warnings,
     )
+
+
+def _parent_entries(vault, source):
+    """The entries of the source's latest point in this vault, by path (empty if none or unreadable)."""
+    from ..readback import PointReader
+
+    point = BackupPoint.objects.filter(vault=vault, source=source).select_related("vault__region").first()
+    if point is None:
+        return {}
+    try:
+        return {e["path"]: e for e in PointReader(point).manifest()["entries"]}
+    except Exception:  # a damaged parent only costs a full read
+        log.warning("Cannot read the manifest of %s; reading every file", point.id, exc_info=True)
+        return {}
 
 
 def commit_point(*, job, entries, refs, stored_bytes, codec, store, warnings=()):

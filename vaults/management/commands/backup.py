@@ -75,6 +75,7 @@ class Command(ServiceCommand):
             "stored_bytes": job.bytes_stored,
             "files": job.files_done,
             "warnings": job.warnings,
+            "seconds": (job.finished - job.started).total_seconds() if job.finished and job.started else None,
         }
         if job.status == BackupJob.Status.FAILED:
             raise CommandError(job.error)
