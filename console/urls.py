@@ -38,6 +38,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/switch/", views.switch_account, name="switch-account"),
     path("regions/<slug:region>/vaults/", include("vaults.urls")),
+    path("regions/<slug:region>/", include("vaults.backup_urls")),
     path("regions/<slug:region>/", include((region_pages, "console"))),
     path("admin/", admin.site.urls),
 ]

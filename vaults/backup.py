@@ -90,29 +90,27 @@ class PointWriter:
             self._finish_upload()
 
     def _finish_upload(self):
-        if self.upload is not None:
-            upload, self.upload = self.upload, None
-            upload.result()
+        """Wait for the pack in flight, then index its chunks (on this thread's database connection)."""
+        if self.upload is None:
+            return
+        upload, self.upload = self.upload, None
+        key, size, pending = upload.result()
+        with transaction.atomic():
+            pack = Pack.objects.create(vault=self.vault, key=key, size=size)
+            Chunk.objects.bulk_create(
+                [
+                    Chunk(vault=self.vault, chunk_id=cid, pack=pack, offset=o, length=n, raw_length=r)
+                    for cid, (o, n, r) in pending.items()
+                ],
+                ignore_conflicts=True,
+                batch_size=2000,
+            )
+        self.stored_bytes += size
 
     def _store_pack(self, buf, pending):
         key = pack_key(self.vault, new_pack_name())
         self.store.put(key, buf)
-        try:
-            with transaction.atomic():
-                pack = Pack.objects.create(vault=self.vault, key=key, size=len(buf))
-                Chunk.objects.bulk_create(
-                    [
-                        Chunk(vault=self.vault, chunk_id=cid, pack=pack, offset=o, length=n, raw_length=r)
-                        for cid, (o, n, r) in pending.items()
-                    ],
-                    ignore_conflicts=True,
-                    batch_size=2000,
-                )
-        finally:
-            from django.db import connection
-
-            connection.close()  # this thread's own connection
-        self.stored_bytes += len(buf)
+        return key, len(buf), pending
 
     def close(self):
         try:

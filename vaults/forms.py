@@ -4,7 +4,7 @@ from django import forms
 
 from console.models import ResourceGroup
 
-from .models import EncryptionMethod, KmsKey, VaultType
+from .models import BackupSource, EncryptionMethod, KmsKey, SourceType, VaultType
 
 
 class VaultCreateForm(forms.Form):
@@ -36,3 +36,28 @@ class VaultCreateForm(forms.Form):
 
 class VaultDeleteForm(forms.Form):
     confirmation = forms.CharField(label="Type the vault's name to confirm", max_length=64, required=False)
+
+
+class BackupSourceForm(forms.Form):
+    name = forms.CharField(max_length=64)
+    source_type = forms.ChoiceField(label="Data source type", choices=SourceType.choices)
+    path = forms.CharField(
+        label="Path", max_length=1024, required=False, help_text="Directory (or export file) the backup worker reads."
+    )
+    bucket = forms.CharField(
+        label="OSS bucket", max_length=63, required=False, help_text="For OSS: a bucket of this region."
+    )
+    prefix = forms.CharField(label="Prefix", max_length=1024, required=False)
+    retain_at_least_one = forms.BooleanField(label="Retain at least one version", required=False)
+
+
+class BackupStartForm(forms.Form):
+    source = forms.ModelChoiceField(label="Backup source", queryset=BackupSource.objects.none(), empty_label=None)
+    retention_days = forms.IntegerField(
+        label="Retention (days)", min_value=1, required=False, help_text="Empty: kept until deleted."
+    )
+    fail_on_change = forms.BooleanField(label="Fail if a file changes while it is read", required=False)
+
+    def __init__(self, *args, account, region, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["source"].queryset = BackupSource.objects.filter(account=account, region=region)

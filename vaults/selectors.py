@@ -2,7 +2,7 @@
 
 from django.http import Http404
 
-from .models import KmsKey, Vault
+from .models import BackupJob, BackupPoint, BackupSource, KmsKey, Vault
 
 
 def vaults_of(account, region=None):
@@ -22,3 +22,29 @@ def vault_or_404(account, vault_id, region=None):
 
 def kms_keys_of(account, region):
     return KmsKey.objects.filter(account=account, region=region)
+
+
+def points_of(vault):
+    return BackupPoint.objects.filter(vault=vault).select_related("source")
+
+
+def point_or_404(vault, point_id):
+    point = points_of(vault).filter(pk=point_id).select_related("vault__region", "vault__account").first()
+    if point is None:
+        raise Http404("No such backup point.")
+    return point
+
+
+def sources_of(account, region):
+    return BackupSource.objects.filter(account=account, region=region)
+
+
+def source_or_404(account, region, source_id):
+    source = sources_of(account, region).filter(pk=source_id).first()
+    if source is None:
+        raise Http404("No such backup source.")
+    return source
+
+
+def jobs_of(account, region):
+    return BackupJob.objects.filter(account=account, vault__region=region).select_related("vault", "source", "point")

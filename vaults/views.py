@@ -96,11 +96,14 @@ def kms_key_field(request, account, region):
 @_scoped
 def vault_detail(request, account, region, vault_id):
     vault = selectors.vault_or_404(account, vault_id, region)
+    points = [(p, services.point_delete_refusal(p)) for p in selectors.points_of(vault).select_related("vault")]
     context = {
         "account": account,
         "region": region,
         "vault": vault,
+        "points": points,
         "deletion_refusal": services.deletion_refusal(vault),
+        "backup_refusal": services.vault_backup_refusal(vault),
     }
     return render(request, "vaults/vault_detail.html", context)
 

@@ -50,6 +50,7 @@ def test_switching_region_keeps_the_kind_of_page(alice, make_vault):
         "/regions/cn-hangzhou/vaults/": "/regions/us-west-1/vaults/",
         "/regions/cn-hangzhou/audit-log/": "/regions/us-west-1/audit-log/",
         "/regions/cn-hangzhou/backup-jobs/": "/regions/us-west-1/backup-jobs/",
+        "/regions/cn-hangzhou/backup-sources/": "/regions/us-west-1/backup-sources/",
         f"/regions/cn-hangzhou/vaults/{vault.id}/": "/regions/us-west-1/vaults/",
     }
     for page, expected in pages.items():

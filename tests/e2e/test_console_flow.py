@@ -5,7 +5,8 @@ Headless Chromium (Playwright, sync API) against `live_server`, with a real Cele
 process. The console runs under a strict CSP (no inline scripts); any CSP report in the
 browser console fails the test.
 
-With SAVE_SCREENSHOTS=1, `test_readme_screenshots` rewrites the PNGs in docs/screenshots/.
+`test_readme_screenshots` renders the README's pages; with SAVE_SCREENSHOTS=1 it rewrites
+the PNGs in docs/screenshots/.
 """
 
 import os
@@ -160,21 +161,21 @@ def test_create_watch_switch_region_and_delete_a_kms_vault(
 @pytest.mark.e2e
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-@pytest.mark.skipif(os.environ.get("SAVE_SCREENSHOTS") != "1", reason="set SAVE_SCREENSHOTS=1 to rewrite them")
-def test_readme_screenshots(celery_worker_process, page, console_messages, user, account, region, make_vault):
-    """docs/screenshots/storage-vaults.png and create-vault.png, 1280x800."""
+def test_readme_screenshots(celery_worker_process, page, console_messages, user, account, region, make_vault, tmp_path):
+    """The pages of the README's screenshots render (1280x800); SAVE_SCREENSHOTS=1 writes them to docs/."""
+    out = SCREENSHOTS if os.environ.get("SAVE_SCREENSHOTS") == "1" else tmp_path
     key = services.create_kms_key(actor=None, account=account, region=region, alias="finance-key")
     make_vault("prod-ecs-daily", description="ECS file backups of the production web tier")
     make_vault("finance-db", vault_type=VaultType.DATABASE, encryption_method=EncryptionMethod.KMS, kms_key=key)
     make_vault("nas-archive", vault_type=VaultType.ARCHIVE)
     assert wait_until(lambda: not Vault.objects.filter(status=VaultStatus.INITIALIZING).exists(), timeout=30)
     assert set(Vault.objects.values_list("status", flat=True)) == {VaultStatus.NORMAL}
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
 
     log_in(page, "alice", "pw-alice")
     expect(page).to_have_url(LIST_URL)
     expect(page.get_by_test_id("vault-table").locator(".badge.normal")).to_have_count(3)
-    page.screenshot(path=SCREENSHOTS / "storage-vaults.png")
+    page.screenshot(path=out / "storage-vaults.png")
 
     page.locator(".page-head").get_by_role("link", name="Create vault").click()
     dialog = page.get_by_role("dialog", name="Create vault")
@@ -184,6 +185,7 @@ def test_readme_screenshots(celery_worker_process, page, console_messages, user,
     dialog.get_by_label("KMS KeyId").select_option(value=key.key_id)
     page.evaluate("document.activeElement.blur()")
     page.mouse.move(0, 0)
-    page.screenshot(path=SCREENSHOTS / "create-vault.png")
+    page.screenshot(path=out / "create-vault.png")
+    assert all((out / name).stat().st_size > 10_000 for name in ("storage-vaults.png", "create-vault.png"))
 
     assert csp_violations(console_messages) == [], console_messages

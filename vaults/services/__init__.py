@@ -1,11 +1,18 @@
 """Every state change of vaults, keys, backup sources, jobs and points: one function per action."""
 
 from .backups import (
+    POINT_COMMITTED,
+    POINT_DELETE_GUARDS,
+    backup_refusal,
+    collect_garbage,
     commit_point,
     create_backup_source,
     delete_point,
+    point_delete_refusal,
+    refresh_data_size,
     run_backup_job,
     start_backup,
+    vault_backup_refusal,
 )
 from .vaults import (
     DELETE_GUARDS,
@@ -20,6 +27,13 @@ from .vaults import (
 )
 
 __all__ = [
+    "POINT_COMMITTED",
+    "POINT_DELETE_GUARDS",
+    "backup_refusal",
+    "collect_garbage",
+    "point_delete_refusal",
+    "refresh_data_size",
+    "vault_backup_refusal",
     "DELETE_GUARDS",
     "commit_point",
     "create_backup_source",

@@ -103,17 +103,22 @@ def create_backup_source(
     return source
 
 
+def vault_backup_refusal(vault):
+    """Why no backup can go into this vault now, or None."""
+    if vault.vault_type == VaultType.REPLICATION_TARGET:
+        return "A Replication Target vault is read-only: it cannot be the target of a backup (rule R9)."
+    if vault.status != VaultStatus.NORMAL:
+        return f"The vault is {vault.get_status_display()}: backups need a vault in Normal state."
+    return None
+
+
 def backup_refusal(vault, source):
     """Why a backup of this source into this vault cannot start, or None."""
     if source.account_id != vault.account_id:
         return "The backup source belongs to another account."
     if source.region_id != vault.region_id:
         return f"The backup source is in {source.region.name}; the vault is in {vault.region.name}."
-    if vault.vault_type == VaultType.REPLICATION_TARGET:
-        return "A Replication Target vault is read-only: it cannot be the target of a backup (rule R9)."
-    if vault.status != VaultStatus.NORMAL:
-        return f"The vault is {vault.get_status_display()}: backups need a vault in Normal state."
-    return None
+    return vault_backup_refusal(vault)
 
 
 def start_backup(*, actor, vault, source, retention_days=None, fail_on_change=False):

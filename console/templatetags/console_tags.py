@@ -1,0 +1,26 @@
+"""Small display filters shared by the console's templates."""
+
+from django import template
+from django.template.defaultfilters import filesizeformat
+
+register = template.Library()
+
+
+@register.filter
+def duration(seconds):
+    """1h 02m, 3m 05s, 12s; an em dash when unknown."""
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+@register.filter
+def rate(bytes_per_second):
+    return f"{filesizeformat(bytes_per_second)}/s" if bytes_per_second else "—"

@@ -1,0 +1,105 @@
+"""Backup Sources and Backup Jobs pages, the "Back up now" dialog and point deletion.
+
+Thin views: scope to the account and region, parse a form, call a service.
+"""
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
+
+from console.forms import add_service_errors
+
+from . import selectors, services
+from .forms import BackupSourceForm, BackupStartForm
+from .views import _render, _scoped
+
+
+def _done(request, url):
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@_scoped
+def source_list(request, account, region):
+    context = {"account": account, "region": region, "sources": selectors.sources_of(account, region)}
+    return render(request, "vaults/source_list.html", context)
+
+
+@_scoped
+def source_create(request, account, region):
+    form = BackupSourceForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                services.create_backup_source(actor=request.user, account=account, region=region, **form.cleaned_data)
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                return _done(request, reverse("backups:sources", kwargs={"region": region.code}))
+        status = 422
+    context = {"account": account, "region": region, "form": form, "partial": "source-dialog"}
+    return _render(request, "vaults/source_create.html", context, status=status)
+
+
+@_scoped
+def job_list(request, account, region):
+    """Backup Jobs of the region; the table polls while a job is queued or running."""
+    page = Paginator(selectors.jobs_of(account, region), 25).get_page(request.GET.get("page"))
+    active = any(job.is_active for job in page.object_list)
+    context = {"account": account, "region": region, "page": page, "jobs": page.object_list, "active": active}
+    if request.htmx and request.htmx.target == "job-table":
+        response = render(request, "vaults/job_list.html#job-table", context)
+        if not active:
+            response.status_code = HttpResponseStopPolling.status_code
+        return response
+    return render(request, "vaults/job_list.html", context)
+
+
+@_scoped
+def backup_start(request, account, region, vault_id):
+    vault = selectors.vault_or_404(account, vault_id, region)
+    form = BackupStartForm(request.POST or None, account=account, region=region)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.start_backup(
+                    actor=request.user,
+                    vault=vault,
+                    source=data["source"],
+                    retention_days=data["retention_days"],
+                    fail_on_change=data["fail_on_change"],
+                )
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                return _done(request, reverse("backups:list", kwargs={"region": region.code}))
+        status = 422
+    context = {
+        "account": account,
+        "region": region,
+        "vault": vault,
+        "form": form,
+        "partial": "backup-dialog",
+        "refusal": services.vault_backup_refusal(vault),
+    }
+    return _render(request, "vaults/backup_start.html", context, status=status)
+
+
+@require_POST
+@_scoped
+def point_delete(request, account, region, vault_id, point_id):
+    vault = selectors.vault_or_404(account, vault_id, region)
+    point = selectors.point_or_404(vault, point_id)
+    try:
+        services.delete_point(actor=request.user, point=point)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Backup point {point_id} was deleted.")
+    return _done(request, reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id}))
