@@ -15,4 +15,8 @@ app.conf.update(
     task_ignore_result=True,
     broker_connection_retry_on_startup=True,
 )
+app.conf.beat_schedule = {
+    "reap-stale-backup-jobs": {"task": "vaults.tasks.reap_stale_backup_jobs_task", "schedule": 60.0},
+    "collect-garbage": {"task": "vaults.tasks.collect_garbage_task", "schedule": 3600.0},
+}
 app.autodiscover_tasks()

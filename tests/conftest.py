@@ -3,6 +3,7 @@ real servers some tests need (moto's S3/KMS server, a Celery worker process)."""
 
 import importlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -206,36 +207,66 @@ def celery_worker_process(transactional_db, settings, isolated_stores):
         "CLOUD_BACKUP_MASTER_SECRET_FILE": str(settings.MASTER_SECRET_FILE),
         "CELERY_DEFAULT_QUEUE": queue,
     }
-    log = open(isolated_stores / "worker.log", "w")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "console",
-            "worker",
-            "-Q",
-            queue,
-            "--concurrency=1",
-            "--pool=prefork",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel=INFO",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    worker = WorkerProcess(env, queue, isolated_stores / "worker.log")
     try:
-        yield proc
+        yield worker
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        worker.stop()
         app.conf.task_default_queue = previous_queue
+
+
+class WorkerProcess:
+    """A `celery worker` in a process group of its own, so a test can SIGKILL all of it and start it again."""
+
+    def __init__(self, env, queue, log_path):
+        self.env, self.queue, self.log_path = env, queue, log_path
+        self.proc = None
+        self.start()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def start(self):
+        log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "console",
+                "worker",
+                "-Q",
+                self.queue,
+                "--concurrency=1",
+                "--pool=prefork",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel=INFO",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
+
+    def kill(self):
+        """SIGKILL the worker and its pool processes at once, as a crash would."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(15)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
 
 
 def wait_until(predicate, timeout=30, interval=0.1):

@@ -13,3 +13,16 @@ def initialize_vault_storage_task(vault_id):
 @shared_task(acks_late=True)
 def run_backup_job_task(job_id):
     services.run_backup_job(job_id)
+
+
+@shared_task
+def reap_stale_backup_jobs_task():
+    services.reap_stale_backup_jobs()
+
+
+@shared_task
+def collect_garbage_task():
+    from .models import Vault
+
+    for vault_id in Vault.objects.values_list("pk", flat=True):
+        services.collect_garbage(vault_id)

@@ -285,6 +285,35 @@ def _parent_entries(vault, source):
         return {}
 
 
+def reap_stale_backup_jobs():
+    """Jobs whose worker died (no heartbeat for a while) end as failed, so GC and users are not blocked."""
+    stale = timezone.now() - HEARTBEAT_STALE
+    reaped = []
+    for job in BackupJob.objects.filter(status=BackupJob.Status.RUNNING, heartbeat__lt=stale).select_related(
+        "vault__region", "account"
+    ):
+        with transaction.atomic():
+            updated = BackupJob.objects.filter(pk=job.pk, status=BackupJob.Status.RUNNING, heartbeat__lt=stale).update(
+                status=BackupJob.Status.FAILED,
+                finished=timezone.now(),
+                error="The worker running this job stopped. Run the backup again: the data already stored is "
+                "not uploaded again.",
+            )
+            if updated:
+                record_audit(
+                    actor=None,
+                    action="run_backup",
+                    object_type="backup_job",
+                    object_id=job.pk,
+                    account=job.account,
+                    region_code=job.vault.region.code,
+                    outcome="failed",
+                    reason="worker lost",
+                )
+                reaped.append(job.pk)
+    return reaped
+
+
 def commit_point(*, job, entries, refs, stored_bytes, codec, store, warnings=()):
     """Rule P3: store the manifest, then create the point and its references in one transaction."""
     vault, source = job.vault, job.source
