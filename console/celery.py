@@ -18,5 +18,7 @@ app.conf.update(
 app.conf.beat_schedule = {
     "reap-stale-backup-jobs": {"task": "vaults.tasks.reap_stale_backup_jobs_task", "schedule": 60.0},
     "collect-garbage": {"task": "vaults.tasks.collect_garbage_task", "schedule": 3600.0},
+    "expire-points": {"task": "vaults.tasks.expire_points_task", "schedule": 300.0},
+    "archive-due-points": {"task": "vaults.tasks.archive_due_points_task", "schedule": 3600.0},
 }
 app.autodiscover_tasks()

@@ -163,6 +163,8 @@ OBJECT_STORE = {
     "access_key": env.get("S3_ACCESS_KEY_ID", ""),
     "secret_key": env.get("S3_SECRET_ACCESS_KEY", ""),
     "addressing_style": env.get("S3_ADDRESSING_STYLE", "path"),
+    # Storage class of archive-tier packs (rule P5); Glacier Instant Retrieval reads without a restore step.
+    "archive_storage_class": env.get("S3_ARCHIVE_STORAGE_CLASS", "GLACIER_IR"),
 }
 
 # Key providers (rule V4). Cloud Backup-managed keys derive from a service

@@ -89,8 +89,9 @@ class ChunkCodec:
         return self.open(blob, b"manifest:" + point_id.encode(), raw_length=1 << 34)
 
 
-def pack_key(vault, pack_name):
-    return f"{vault.storage_prefix}packs/{pack_name[:2]}/{pack_name}"
+def pack_key(vault, pack_name, archive=False):
+    area = "archive" if archive else "packs"
+    return f"{vault.storage_prefix}{area}/{pack_name[:2]}/{pack_name}"
 
 
 def manifest_key(vault, point_id):

@@ -91,6 +91,9 @@ class Vault(models.Model):
     wrapped_chunk_id_key = models.BinaryField(editable=False)
     data_size = models.BigIntegerField("Storage Vault Data Size", default=0)
     backup_lock = models.BooleanField(default=False)
+    archive_after_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Automatic archiving (rule P5): move points to the archive tier at this age."
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -190,6 +193,9 @@ class BackupPoint(models.Model):
     created = models.DateTimeField(db_index=True)
     expires = models.DateTimeField(null=True, blank=True, db_index=True)
     tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.STANDARD)
+    standard_until = models.DateTimeField(
+        null=True, blank=True, help_text="A point brought back from the archive stays in the standard tier until then."
+    )
     files = models.PositiveIntegerField(default=0)
     size = models.BigIntegerField(default=0, help_text="Bytes of source data in the point.")
     stored_bytes = models.BigIntegerField(default=0, help_text="New bytes this point added to the vault.")

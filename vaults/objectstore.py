@@ -73,7 +73,8 @@ class LocalRegionStore:
         except OSError as exc:
             raise ObjectStoreError(f"Cannot create {self.root}: {exc.strerror}") from exc
 
-    def put(self, key, data):
+    def put(self, key, data, archive=False):
+        """`archive`: the archive tier, which a local store keeps in its own area (the key says so)."""
         path = self._path(key)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
@@ -181,9 +182,10 @@ class S3RegionStore:
         except BotoCoreError as exc:
             raise ObjectStoreError(f"Cannot reach {self}: {exc}") from exc
 
-    def put(self, key, data):
+    def put(self, key, data, archive=False):
+        extra = {"StorageClass": settings.OBJECT_STORE["archive_storage_class"]} if archive else {}
         try:
-            self.client.put_object(Bucket=self.bucket_name, Key=key, Body=data)
+            self.client.put_object(Bucket=self.bucket_name, Key=key, Body=data, **extra)
         except (ClientError, BotoCoreError) as exc:
             raise ObjectStoreError(f"Cannot write {key} to {self}: {exc}") from exc
 

@@ -26,3 +26,13 @@ def collect_garbage_task():
 
     for vault_id in Vault.objects.values_list("pk", flat=True):
         services.collect_garbage(vault_id)
+
+
+@shared_task
+def expire_points_task():
+    services.expire_points()
+
+
+@shared_task
+def archive_due_points_task():
+    services.archive_due_points()

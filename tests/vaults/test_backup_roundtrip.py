@@ -63,7 +63,12 @@ def assert_clean(vault):
     return report
 
 
-@pytest.mark.parametrize("source_type", FILE_TREE_TYPES)
+# Every type on the local default; a representative subset on S3 too (keeps the suite fast).
+@pytest.mark.parametrize(
+    "store_backend,source_type",
+    [("local", t) for t in FILE_TREE_TYPES] + [("s3", SourceType.ECS_FILE), ("s3", SourceType.ON_PREMISES_NAS)],
+    indirect=["store_backend"],
+)
 def test_file_tree_round_trip(store_backend, tmp_path, account, region, normal_vault, source_type):
     # rule P1: every file's bytes, modes, nanosecond mtimes, symlinks as links with their target,
     # empty files and empty directories; rule P2: for each file-tree data source type
@@ -96,7 +101,11 @@ def test_file_tree_round_trip(store_backend, tmp_path, account, region, normal_v
     assert assert_clean(vault)["files"] == 6
 
 
-@pytest.mark.parametrize("source_type", [SourceType.ECS_INSTANCE, SourceType.VMWARE_VM])
+@pytest.mark.parametrize(
+    "store_backend,source_type",
+    [("local", SourceType.ECS_INSTANCE), ("local", SourceType.VMWARE_VM), ("s3", SourceType.VMWARE_VM)],
+    indirect=["store_backend"],
+)
 def test_machine_image_round_trip(store_backend, tmp_path, account, region, normal_vault, source_type):
     # rules P1, P2: ECS instance and VMware VM backups of a directory image read back byte for byte
     root = build_vm_image(tmp_path / "image", seed=7)
@@ -110,8 +119,12 @@ def test_machine_image_round_trip(store_backend, tmp_path, account, region, norm
     assert_clean(vault)
 
 
-@pytest.mark.parametrize("source_type", [SourceType.TABLESTORE, SourceType.SAP_HANA])
-@pytest.mark.parametrize("shape", ["file", "directory"])
+@pytest.mark.parametrize(
+    "store_backend,source_type,shape",
+    [("local", t, shape) for t in (SourceType.TABLESTORE, SourceType.SAP_HANA) for shape in ("file", "directory")]
+    + [("s3", SourceType.SAP_HANA, "file"), ("s3", SourceType.TABLESTORE, "directory")],
+    indirect=["store_backend"],
+)
 def test_export_round_trip(store_backend, tmp_path, account, region, normal_vault, source_type, shape):
     # rules P1, P2: Tablestore and SAP HANA back up an export file, or a directory of export files,
     # byte for byte

@@ -15,6 +15,17 @@ from .backups import (
     start_backup,
     vault_backup_refusal,
 )
+from .lifecycle import (
+    LOCK_GUARDS,
+    POINT_ARCHIVED,
+    archive_due_points,
+    archive_point,
+    bring_back_point,
+    expire_points,
+    lock_refusal,
+    set_archive_after_days,
+    set_point_retention,
+)
 from .vaults import (
     DELETE_GUARDS,
     create_kms_key,
@@ -28,6 +39,15 @@ from .vaults import (
 )
 
 __all__ = [
+    "LOCK_GUARDS",
+    "POINT_ARCHIVED",
+    "archive_due_points",
+    "archive_point",
+    "bring_back_point",
+    "expire_points",
+    "lock_refusal",
+    "set_archive_after_days",
+    "set_point_retention",
     "POINT_COMMITTED",
     "POINT_DELETE_GUARDS",
     "backup_refusal",

@@ -458,13 +458,15 @@ def _remove_point(point):
 
 
 def collect_garbage(vault_id):
-    """Delete chunks no point references, then the pack objects left with no live chunk.
+    """Delete chunks no point references, rewrite packs that became sparse, then delete empty pack objects.
 
     Skipped while a backup of the vault is running, so a chunk a running job has
     just reused is never deleted; backups start under the same row lock.
     """
+    from .lifecycle import repack_sparse_packs
+
     with transaction.atomic():
-        vault = Vault.objects.select_for_update().filter(pk=vault_id).first()
+        vault = Vault.objects.select_for_update().select_related("region").filter(pk=vault_id).first()
         if vault is None:
             return None
         fresh = timezone.now() - HEARTBEAT_STALE
@@ -473,6 +475,8 @@ def collect_garbage(vault_id):
         dead = Chunk.objects.filter(vault=vault, pointchunk__isnull=True)
         dead_count = dead.count()
         Chunk.objects.filter(pk__in=dead.values("pk")).delete()
+    repacked = repack_sparse_packs(vault)
+    with transaction.atomic():
         Pack.objects.filter(vault=vault, is_garbage=False, chunks__isnull=True).exclude(
             key__contains="/manifests/"
         ).update(is_garbage=True)
@@ -488,4 +492,4 @@ def collect_garbage(vault_id):
         removed.append(pk)
     Pack.objects.filter(pk__in=removed).delete()
     refresh_data_size(vault)
-    return {"chunks": dead_count, "objects": len(removed)}
+    return {"chunks": dead_count, "repacked": repacked, "objects": len(removed)}

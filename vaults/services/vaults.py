@@ -324,8 +324,23 @@ def delete_vault(*, actor, vault, confirmation):
 
 def enable_backup_lock(*, actor, vault):
     """Rule L1: once on, never off."""
-    with transaction.atomic():
+    from .lifecycle import lock_refusal
+
+    with (
+        audit_refusals(
+            "enable_backup_lock",
+            actor=actor,
+            account=vault.account,
+            region_code=vault.region.code,
+            object_type="vault",
+            object_id=vault.id,
+        ),
+        transaction.atomic(),
+    ):
         locked = Vault.objects.select_for_update().get(pk=vault.pk)
+        reason = lock_refusal(locked)
+        if reason:
+            raise ValidationError(reason)
         if not locked.backup_lock:
             locked.backup_lock = True
             locked.save(update_fields=["backup_lock", "updated"])

@@ -1,0 +1,282 @@
+"""Points over time: retention and expiry (P4), archiving (P5), backup lock (L1), repacking.
+
+Expiry is the one path that may delete a point under backup lock, and only once
+it has expired. Archiving moves the chunks only archived points need into
+archive-tier packs; what a standard point still shares stays where it is.
+"""
+
+import logging
+from collections import defaultdict
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from console.services import audit_refusals, record_audit
+
+from ..chunkstore import PACK_TARGET, new_pack_name, pack_key
+from ..models import BackupPoint, Chunk, Pack, Tier, Vault, VaultType
+from ..objectstore import region_store
+from .backups import POINT_DELETE_GUARDS, _remove_point, collect_garbage, refresh_data_size
+
+log = logging.getLogger(__name__)
+
+BRING_BACK_DAYS = 7
+REPACK_BELOW = 0.5  # a pack whose live chunks fill less than this is rewritten by garbage collection
+
+# Callables other apps add; each gets a point that moved to the archive tier (replication: rule R10).
+POINT_ARCHIVED = []
+# Checks other apps add before a backup lock is turned on; each returns a reason or None.
+LOCK_GUARDS = []
+
+
+def set_point_retention(*, actor, point, expires):
+    """Change when a point expires; under backup lock it can only be extended (rule L1)."""
+    vault = point.vault
+    with audit_refusals(
+        "set_point_retention",
+        actor=actor,
+        account=vault.account,
+        region_code=vault.region.code,
+        object_type="backup_point",
+        object_id=point.id,
+    ):
+        with transaction.atomic():
+            locked = BackupPoint.objects.select_for_update().select_related("vault").get(pk=point.pk)
+            for guard in POINT_DELETE_GUARDS:
+                reason = guard(locked)
+                if reason:
+                    raise ValidationError(reason)
+            now = timezone.now()
+            if expires is not None and expires <= now:
+                raise ValidationError({"expires": "The new expiry must be in the future."})
+            shortens = expires is not None and (locked.expires is None or expires < locked.expires)
+            if locked.vault.backup_lock and shortens:
+                raise ValidationError("Backup lock is on: a point's retention can be extended, never shortened.")
+            previous = locked.expires
+            locked.expires = expires
+            locked.save(update_fields=["expires"])
+            record_audit(
+                actor=actor,
+                action="set_point_retention",
+                object_type="backup_point",
+                object_id=locked.id,
+                account=vault.account,
+                region_code=vault.region.code,
+                before=previous.isoformat() if previous else None,
+                after=expires.isoformat() if expires else None,
+            )
+    return locked
+
+
+def lock_refusal(vault):
+    """Why a backup lock cannot be turned on for this vault, or None (rule L1)."""
+    if vault.vault_type not in (VaultType.GENERAL, VaultType.REPLICATION_TARGET):
+        return "Backup lock is available for General Backup vaults and standalone replication target vaults."
+    for guard in LOCK_GUARDS:
+        reason = guard(vault)
+        if reason:
+            return reason
+    return None
+
+
+def kept_by_retain_one(point):
+    """Rule P4: the newest point of a source that retains at least one version is kept past expiry."""
+    source = point.source
+    if source is None or not source.retain_at_least_one:
+        return False
+    newest = BackupPoint.objects.filter(vault=point.vault_id, source=source).order_by("-created").first()
+    return newest is not None and newest.pk == point.pk
+
+
+def expire_points(now=None):
+    """Delete expired points (the lock allows this path only), then the data no point needs."""
+    now = now or timezone.now()
+    touched, expired = set(), []
+    for point in BackupPoint.objects.filter(expires__lte=now).select_related(
+        "vault__region", "vault__account", "source"
+    ):
+        if kept_by_retain_one(point):
+            continue
+        with transaction.atomic():
+            locked = BackupPoint.objects.select_for_update().filter(pk=point.pk, expires__lte=now).first()
+            if locked is None:
+                continue
+            _remove_point(locked)
+            record_audit(
+                actor=None,
+                action="expire_point",
+                object_type="backup_point",
+                object_id=point.id,
+                account=point.vault.account,
+                region_code=point.vault.region.code,
+                vault=point.vault_id,
+                expired=point.expires.isoformat(),
+            )
+        expired.append(point.id)
+        touched.add(point.vault_id)
+    for vault_id in touched:
+        collect_garbage(vault_id)
+    return expired
+
+
+def set_archive_after_days(*, actor, vault, days):
+    """Rule P5: automatic archiving after `days` (None turns it off)."""
+    with audit_refusals(
+        "set_archive_after_days",
+        actor=actor,
+        account=vault.account,
+        region_code=vault.region.code,
+        object_type="vault",
+        object_id=vault.id,
+    ):
+        if days is not None and not (1 <= days <= 36500):
+            raise ValidationError({"archive_after_days": "Archive after 1 to 36500 days, or never."})
+        if vault.vault_type == VaultType.REPLICATION_TARGET:
+            raise ValidationError("A replication target vault follows its source's lifecycle.")
+        with transaction.atomic():
+            Vault.objects.filter(pk=vault.pk).update(archive_after_days=days)
+            record_audit(
+                actor=actor,
+                action="set_archive_after_days",
+                object_type="vault",
+                object_id=vault.id,
+                account=vault.account,
+                region_code=vault.region.code,
+                days=days,
+            )
+    vault.archive_after_days = days
+    return vault
+
+
+def archive_due_points(now=None):
+    """Move every point past its vault's archiving age to the archive tier."""
+    now = now or timezone.now()
+    moved = []
+    for vault in Vault.objects.filter(archive_after_days__isnull=False).select_related("region", "account"):
+        cutoff = now - timedelta(days=vault.archive_after_days)
+        due = BackupPoint.objects.filter(vault=vault, tier=Tier.STANDARD, created__lte=cutoff).filter(
+            Q(standard_until__isnull=True) | Q(standard_until__lte=now)
+        )
+        for point in due:
+            archive_point(point)
+            moved.append(point.id)
+    return moved
+
+
+def archive_point(point):
+    """Move a point to the archive tier: chunks no standard point needs go into archive packs."""
+    vault = point.vault
+    with transaction.atomic():
+        locked = BackupPoint.objects.select_for_update().filter(pk=point.pk, tier=Tier.STANDARD).first()
+        if locked is None:
+            return None
+        locked.tier = Tier.ARCHIVE
+        locked.standard_until = None
+        locked.save(update_fields=["tier", "standard_until"])
+        still_standard = Chunk.objects.filter(pointchunk__point__vault=vault, pointchunk__point__tier=Tier.STANDARD)
+        movable = Chunk.objects.filter(pointchunk__point=locked, pack__tier=Tier.STANDARD).exclude(
+            pk__in=still_standard.values("pk")
+        )
+        rewrite_chunks(vault, movable, tier=Tier.ARCHIVE)
+        record_audit(
+            actor=None,
+            action="archive_point",
+            object_type="backup_point",
+            object_id=locked.id,
+            account=vault.account,
+            region_code=vault.region.code,
+            vault=vault.id,
+        )
+        for listener in POINT_ARCHIVED:
+            transaction.on_commit(lambda listener=listener: listener(locked))
+    collect_garbage(vault.pk)
+    return locked
+
+
+def bring_back_point(*, actor, point, days=BRING_BACK_DAYS):
+    """An archived point returns to the standard tier (for restore and replication) for `days` days."""
+    vault = point.vault
+    with audit_refusals(
+        "bring_back_point",
+        actor=actor,
+        account=vault.account,
+        region_code=vault.region.code,
+        object_type="backup_point",
+        object_id=point.id,
+    ):
+        with transaction.atomic():
+            locked = BackupPoint.objects.select_for_update().filter(pk=point.pk).first()
+            if locked is None or locked.tier != Tier.ARCHIVE:
+                raise ValidationError("Only an archived point can be brought back.")
+            rewrite_chunks(
+                vault, Chunk.objects.filter(pointchunk__point=locked, pack__tier=Tier.ARCHIVE), tier=Tier.STANDARD
+            )
+            locked.tier = Tier.STANDARD
+            locked.standard_until = timezone.now() + timedelta(days=days)
+            locked.save(update_fields=["tier", "standard_until"])
+            record_audit(
+                actor=actor,
+                action="bring_back_point",
+                object_type="backup_point",
+                object_id=locked.id,
+                account=vault.account,
+                region_code=vault.region.code,
+                days=days,
+            )
+    collect_garbage(vault.pk)
+    return locked
+
+
+def rewrite_chunks(vault, chunks, *, tier):
+    """Copy chunks (still sealed) into new packs of a tier and point the index at them.
+
+    The old packs keep their copies until garbage collection finds them unneeded;
+    so a crash in between loses nothing, it only leaves space to reclaim.
+    """
+    store = region_store(vault.region)
+    archive = tier == Tier.ARCHIVE
+    by_pack = defaultdict(list)
+    for chunk in chunks.select_related("pack"):
+        by_pack[chunk.pack].append(chunk)
+    buf, placed = bytearray(), []
+
+    def flush():
+        if not placed:
+            return
+        key = pack_key(vault, new_pack_name(), archive=archive)
+        store.put(key, bytes(buf), archive=archive)
+        pack = Pack.objects.create(vault=vault, key=key, size=len(buf), tier=tier)
+        for chunk, offset in placed:
+            Chunk.objects.filter(pk=chunk.pk).update(pack=pack, offset=offset)
+        buf.clear()
+        placed.clear()
+
+    for pack, members in by_pack.items():
+        data = store.get(pack.key)
+        for chunk in members:
+            placed.append((chunk, len(buf)))
+            buf += data[chunk.offset : chunk.offset + chunk.length]
+            if len(buf) >= PACK_TARGET:
+                flush()
+    flush()
+
+
+def repack_sparse_packs(vault):
+    """Rewrite packs mostly made of deleted chunks, so the vault's size shrinks to what is needed."""
+    sparse = (
+        Pack.objects.filter(vault=vault, is_garbage=False)
+        .exclude(key__contains="/manifests/")
+        .annotate(live=Sum("chunks__length"), n=Count("chunks"))
+        .filter(n__gt=0)
+    )
+    rewritten = 0
+    for pack in sparse:
+        if pack.live < pack.size * REPACK_BELOW:
+            rewrite_chunks(vault, Chunk.objects.filter(pack=pack), tier=pack.tier)
+            rewritten += 1
+    if rewritten:
+        refresh_data_size(vault)
+    return rewritten
