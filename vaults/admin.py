@@ -7,7 +7,7 @@ from console.adminsupport import ServiceAdminForm, ServiceModelAdmin
 from console.models import Account, Region, ResourceGroup
 
 from . import services
-from .models import KmsKey, Vault
+from .models import BackupJob, BackupPoint, BackupSource, KmsKey, Vault
 
 
 class VaultAddForm(ServiceAdminForm):
@@ -163,3 +163,101 @@ class KmsKeyAdmin(ServiceModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # a key may protect vault data; keys are retired in the KMS itself
+
+
+class BackupSourceForm(ServiceAdminForm):
+    class Meta:
+        model = BackupSource
+        fields = ("account", "region", "source_type", "name", "path", "bucket", "prefix", "retain_at_least_one")
+
+    def run_service(self, cleaned):
+        return services.create_backup_source(actor=self.actor, **{f: cleaned[f] for f in self.Meta.fields})
+
+
+@admin.register(BackupSource)
+class BackupSourceAdmin(ServiceModelAdmin):
+    form = BackupSourceForm
+    list_display = ("name", "source_type", "account", "region", "path", "bucket", "retain_at_least_one")
+    list_filter = ("source_type", "region")
+    actions = None
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "account":
+            kwargs["queryset"] = Account.objects.filter(pk__in=self.user_account_ids(request))
+        elif db_field.name == "region":
+            kwargs["queryset"] = Region.objects.filter(is_enabled=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_change_permission(self, request, obj=None):
+        return False if obj else super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class PointRetentionForm(ServiceAdminForm):
+    """Only the expiry can change, through the service (rule L1: never shortened under lock)."""
+
+    class Meta:
+        model = BackupPoint
+        fields = ("expires",)
+
+    def run_service(self, cleaned):
+        return services.set_point_retention(actor=self.actor, point=self.instance, expires=cleaned["expires"])
+
+
+@admin.register(BackupPoint)
+class BackupPointAdmin(ServiceModelAdmin):
+    form = PointRetentionForm
+    account_path = "vault__account"
+    list_display = ("id", "vault", "source_type", "created", "expires", "tier", "files", "size")
+    list_filter = ("tier", "source_type")
+    search_fields = ("id", "vault__id", "vault__name")
+    list_select_related = ("vault",)
+    readonly_fields = (
+        "id",
+        "vault",
+        "source",
+        "source_type",
+        "source_location",
+        "created",
+        "tier",
+        "standard_until",
+        "files",
+        "size",
+        "stored_bytes",
+        "manifest_key",
+        "manifest_size",
+    )
+    actions = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and services.point_delete_refusal(obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj):
+        try:
+            services.delete_point(actor=request.user, point=obj)
+        except ValidationError as exc:
+            self.message_user(request, f"{obj}: {' '.join(exc.messages)}", messages.ERROR)
+
+
+@admin.register(BackupJob)
+class BackupJobAdmin(ServiceModelAdmin):
+    list_display = ("pk", "vault", "source", "status", "files_done", "bytes_done", "bytes_stored", "created")
+    list_filter = ("status",)
+    list_select_related = ("vault", "source")
+    actions = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -61,3 +61,7 @@ class BackupStartForm(forms.Form):
     def __init__(self, *args, account, region, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["source"].queryset = BackupSource.objects.filter(account=account, region=region)
+
+
+class ArchivingForm(forms.Form):
+    archive_after_days = forms.IntegerField(label="Archive points after (days)", min_value=1, required=False)

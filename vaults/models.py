@@ -319,3 +319,30 @@ class BackupJob(models.Model):
         if not self.is_active or not self.rate:
             return None
         return max(0, (self.bytes_total - self.bytes_done) / self.rate)
+
+
+class VerifyRun(models.Model):
+    """A read-back of every chunk of every point of a vault, and what it found."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        CLEAN = "clean", "No problems"
+        PROBLEMS = "problems", "Problems found"
+        FAILED = "failed", "Failed"
+
+    vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="verify_runs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    report = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"verify {self.vault_id} {self.status}"
+
+    @property
+    def is_active(self):
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)

@@ -36,3 +36,8 @@ def expire_points_task():
 @shared_task
 def archive_due_points_task():
     services.archive_due_points()
+
+
+@shared_task(acks_late=True)
+def run_verify_task(run_id):
+    services.run_verify(run_id)

@@ -5,6 +5,7 @@ service, and render the page or, for htmx, the fragment of the same template.
 """
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -18,7 +19,7 @@ from console.forms import add_service_errors
 from console.views import console_scope, no_account
 
 from . import selectors, services
-from .forms import VaultCreateForm, VaultDeleteForm
+from .forms import ArchivingForm, VaultCreateForm, VaultDeleteForm
 from .models import VaultStatus
 
 
@@ -104,6 +105,8 @@ def vault_detail(request, account, region, vault_id):
         "points": points,
         "deletion_refusal": services.deletion_refusal(vault),
         "backup_refusal": services.vault_backup_refusal(vault),
+        "lock_refusal": services.lock_refusal(vault),
+        "verify": vault.verify_runs.first(),
     }
     return render(request, "vaults/vault_detail.html", context)
 
@@ -152,5 +155,88 @@ def vault_retry(request, account, region, vault_id):
         services.retry_vault_initialization(actor=request.user, vault=vault)
     except ValidationError as exc:
         return HttpResponse(" ".join(exc.messages), status=409)
+    url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@_scoped
+def vault_lock(request, account, region, vault_id):
+    """Rule L1: turning the backup lock on asks for the vault's name, since it cannot be turned off."""
+    vault = selectors.vault_or_404(account, vault_id, region)
+    form = VaultDeleteForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        if form.cleaned_data["confirmation"].strip() != vault.name:
+            form.add_error("confirmation", f"Type the vault's name, {vault.name}, to confirm.")
+        else:
+            try:
+                services.enable_backup_lock(actor=request.user, vault=vault)
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
+                return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+        status = 422
+    context = {
+        "account": account,
+        "region": region,
+        "vault": vault,
+        "form": form,
+        "partial": "lock-dialog",
+        "refusal": services.lock_refusal(vault),
+    }
+    return _render(request, "vaults/vault_lock.html", context, status=status)
+
+
+@require_POST
+@_scoped
+def vault_archiving(request, account, region, vault_id):
+    """Rule P5: the automatic archiving age of a vault (empty turns it off)."""
+    vault = selectors.vault_or_404(account, vault_id, region)
+    form = ArchivingForm(request.POST)
+    url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
+    if form.is_valid():
+        try:
+            services.set_archive_after_days(
+                actor=request.user, vault=vault, days=form.cleaned_data["archive_after_days"]
+            )
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, "Automatic archiving was saved.")
+    else:
+        messages.error(request, "Enter a number of days from 1, or leave it empty.")
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@require_POST
+@_scoped
+def vault_verify(request, account, region, vault_id):
+    vault = selectors.vault_or_404(account, vault_id, region)
+    services.start_verify(actor=request.user, vault=vault)
+    url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@_scoped
+def vault_verify_report(request, account, region, vault_id):
+    """The latest verification's report; polling stops (286) once it has finished."""
+    vault = selectors.vault_or_404(account, vault_id, region)
+    run = vault.verify_runs.first()
+    response = render(request, "vaults/_verify.html", {"vault": vault, "region": region, "verify": run})
+    if run is None or not run.is_active:
+        response.status_code = HttpResponseStopPolling.status_code
+    return response
+
+
+@require_POST
+@_scoped
+def point_bring_back(request, account, region, vault_id, point_id):
+    vault = selectors.vault_or_404(account, vault_id, region)
+    point = selectors.point_or_404(vault, point_id)
+    try:
+        services.bring_back_point(actor=request.user, point=point)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
     url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)

@@ -37,8 +37,11 @@ from .vaults import (
     retry_vault_initialization,
     update_vault,
 )
+from .verify import run_verify, start_verify
 
 __all__ = [
+    "run_verify",
+    "start_verify",
     "LOCK_GUARDS",
     "POINT_ARCHIVED",
     "archive_due_points",

@@ -1,0 +1,86 @@
+"""Vault page actions: backup lock (typed confirmation), automatic archiving, verification report."""
+
+import pytest
+
+from tests.conftest import wait_until
+from vaults import objectstore, services
+from vaults.models import BackupPoint, Pack, Tier, VerifyRun
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def vault(make_vault):
+    return services.initialize_vault_storage(make_vault("acts").id)
+
+
+@pytest.fixture
+def point(vault, account, region, tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "report.csv").write_bytes(b"quarter,revenue\n" * 5000)
+    source = services.create_backup_source(
+        actor=None, account=account, region=region, source_type="nas", name="nas", path=str(tmp_path / "d")
+    )
+    return services.run_backup_job(services.start_backup(actor=None, vault=vault, source=source).pk)
+
+
+def test_enable_backup_lock_needs_the_typed_name(alice, vault):
+    # rule L1
+    url = f"/regions/cn-hangzhou/vaults/{vault.id}/lock/"
+    assert "cannot be turned off" in alice.get(url, **HTMX).content.decode()
+    assert alice.post(url, {"confirmation": "nope"}, **HTMX).status_code == 422
+    vault.refresh_from_db()
+    assert not vault.backup_lock
+    assert alice.post(url, {"confirmation": vault.name}, **HTMX)["HX-Redirect"].endswith(f"{vault.id}/")
+    vault.refresh_from_db()
+    assert vault.backup_lock
+    assert "Points cannot be deleted" in alice.get(f"/regions/cn-hangzhou/vaults/{vault.id}/").content.decode()
+
+
+def test_automatic_archiving_setting(alice, vault):
+    # rule P5
+    url = f"/regions/cn-hangzhou/vaults/{vault.id}/archiving/"
+    alice.post(url, {"archive_after_days": "30"})
+    vault.refresh_from_db()
+    assert vault.archive_after_days == 30
+    alice.post(url, {"archive_after_days": "0"})
+    vault.refresh_from_db()
+    assert vault.archive_after_days == 30
+    alice.post(url, {"archive_after_days": ""})
+    vault.refresh_from_db()
+    assert vault.archive_after_days is None
+
+
+def test_bring_back_an_archived_point_from_the_page(alice, vault, point):
+    services.archive_point(point)
+    assert "Bring back" in alice.get(f"/regions/cn-hangzhou/vaults/{vault.id}/").content.decode()
+    alice.post(f"/regions/cn-hangzhou/vaults/{vault.id}/points/{point.id}/bring-back/")
+    assert BackupPoint.objects.get(pk=point.pk).tier == Tier.STANDARD
+
+
+def test_verify_report_names_the_damaged_file(alice, vault, point, region):
+    url = f"/regions/cn-hangzhou/vaults/{vault.id}/verify/"
+    alice.post(url)
+    run = VerifyRun.objects.get()
+    polling = alice.get(url + "report/", **HTMX)
+    assert polling.status_code == 200 and 'hx-trigger="every 2s"' in polling.content.decode()
+    services.run_verify(run.pk)  # what the worker's task does
+    clean = alice.get(url + "report/", **HTMX)
+    assert clean.status_code == 286 and "No problems" in clean.content.decode()
+    store = objectstore.region_store(region)
+    pack = Pack.objects.get(vault=vault)
+    data = bytearray(store.get(pack.key))
+    data[len(data) // 2] ^= 0xFF
+    store.put(pack.key, bytes(data))
+    alice.post(url)
+    services.run_verify(VerifyRun.objects.first().pk)
+    body = alice.get(f"/regions/cn-hangzhou/vaults/{vault.id}/").content.decode()
+    assert "Problems found" in body and "report.csv" in body and point.id in body
+
+
+@pytest.mark.worker
+def test_verification_runs_in_the_worker(celery_worker_process, alice, vault, point):
+    alice.post(f"/regions/cn-hangzhou/vaults/{vault.id}/verify/")
+    assert wait_until(lambda: not VerifyRun.objects.get().is_active, timeout=60)
+    run = VerifyRun.objects.get()
+    assert run.status == VerifyRun.Status.CLEAN and run.report["files"] == 1 and run.report["bytes"] == 80000
