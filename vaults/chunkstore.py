@@ -58,18 +58,22 @@ class ChunkCodec:
         else:
             flag, payload = RAW, data
         nonce = secrets.token_bytes(NONCE)
-        return bytes((flag,)) + nonce + self.aead.encrypt(nonce, payload, aad)
+        header = bytes((flag,))
+        return header + nonce + self.aead.encrypt(nonce, payload, header + aad)  # the flag is authenticated too
 
     def open(self, blob, aad, raw_length=None):
         if len(blob) < OVERHEAD or blob[0] not in (RAW, ZSTD):
             raise CorruptData("malformed blob")
         try:
-            payload = self.aead.decrypt(blob[1 : 1 + NONCE], blob[1 + NONCE :], aad)
+            payload = self.aead.decrypt(blob[1 : 1 + NONCE], blob[1 + NONCE :], blob[:1] + aad)
         except InvalidTag:
             raise CorruptData("authentication tag mismatch") from None
         if blob[0] == ZSTD:
             self._compressor()
-            payload = self.local.decompressor.decompress(payload, max_output_size=raw_length or CHUNK_MAX * 2)
+            try:
+                payload = self.local.decompressor.decompress(payload, max_output_size=raw_length or CHUNK_MAX * 2)
+            except zstandard.ZstdError as exc:
+                raise CorruptData(f"cannot decompress: {exc}") from None
         return payload
 
     def seal_chunk(self, chunk_id, data):
