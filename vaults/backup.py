@@ -10,6 +10,7 @@ import mimetypes
 import os
 import stat
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import blake3
@@ -27,15 +28,25 @@ class SourceError(Exception):
     """The source cannot be read at all (missing path, no permission, no such bucket)."""
 
 
+class Sealed:
+    """One chunk on its way into a pack; `blob` is dropped once it is in the pack buffer."""
+
+    __slots__ = ("cid", "blob", "raw_length")
+
+    def __init__(self, cid, blob, raw_length):
+        self.cid, self.blob, self.raw_length = cid, blob, raw_length
+
+
 class PointWriter:
     """Stores the chunks of a new point: each chunk the vault lacks is sealed into a pack.
 
-    Sealing (hash, compress, encrypt) runs on a small thread pool, and a full pack is
-    uploaded in the background while the next one fills, so the CPU and the store
-    work at the same time; at most two packs are in memory.
+    Sealing (hash, compress, encrypt) runs on a small thread pool while the reader
+    goes on cutting the next chunks (at most `depth` chunks in flight), and a full
+    pack is uploaded in the background while the next one fills, so reading, CPU
+    and the store work at the same time with bounded memory.
     """
 
-    def __init__(self, vault, store, codec, threads=2):
+    def __init__(self, vault, store, codec, threads=2, depth=48):
         self.vault = vault
         self.store = store
         self.codec = codec
@@ -45,44 +56,61 @@ class PointWriter:
         self.refs = set()
         self.stored_bytes = 0
         self.new_chunks = 0
+        self.depth = depth
+        self.inflight = deque()
         self.pool = ThreadPoolExecutor(threads)
         self.uploader = ThreadPoolExecutor(1)
         self.upload = None
 
-    def add(self, data):
-        """Store one chunk's plaintext (if new); return its id."""
-        return self.add_sealed(self.pool.submit(self._seal, bytes(data)).result())
+    def submit(self, data):
+        """Queue one chunk's plaintext; the returned future gives its `Sealed` (id and size)."""
+        future = self.pool.submit(self._seal, data)
+        self.inflight.append(future)
+        while len(self.inflight) > self.depth:
+            self._drain_one()
+        return future
 
-    def add_many(self, blocks):
-        """Hash and seal chunks in parallel, keep their order; return their ids and sizes."""
-        return [self.add_sealed(s) for s in self.pool.map(self._seal, blocks)]
+    def drain(self):
+        while self.inflight:
+            self._drain_one()
+
+    def _drain_one(self):
+        self.add_sealed(self.inflight.popleft().result())
+
+    def add(self, data):
+        """Store one chunk's plaintext (if new) now; return its id and size."""
+        sealed = self.submit(bytes(data))
+        self.drain()
+        return sealed.result().cid, len(data)
 
     def _seal(self, data):
         cid = self.codec.chunk_id(data)
         if cid in self.known or cid in self.pending:
-            return cid, None, len(data)
-        return cid, self.codec.seal_chunk(cid, data), len(data)
+            return Sealed(cid, None, len(data))
+        return Sealed(cid, self.codec.seal_chunk(cid, data), len(data))
 
     def reuse(self, chunk_ids):
         """Reference chunks of the previous point without reading them again."""
         self.refs.update(chunk_ids)
 
     def add_sealed(self, sealed):
-        cid, blob, raw_length = sealed
+        cid, blob = sealed.cid, sealed.blob
+        sealed.blob = None
         self.refs.add(cid)
         if blob is not None and cid not in self.known and cid not in self.pending:
-            self.pending[cid] = (len(self.buf), len(blob), raw_length)
+            self.pending[cid] = (len(self.buf), len(blob), sealed.raw_length)
             self.buf += blob
             self.new_chunks += 1
             if len(self.buf) >= PACK_TARGET:
                 self.flush(wait=False)
-        return cid, raw_length
 
     def flush(self, wait=True):
         """Upload the current pack, then index its chunks; the previous upload must finish first."""
+        if wait:
+            self.drain()
         self._finish_upload()
         if self.pending:
-            buf, pending = bytes(self.buf), self.pending
+            buf, pending = self.buf, self.pending
             self.buf, self.pending = bytearray(), {}
             self.upload = self.uploader.submit(self._store_pack, buf, pending)
             self.known.update(pending)
@@ -124,37 +152,40 @@ class PointWriter:
         self.uploader.shutdown(cancel_futures=True)
 
 
-BATCH_BYTES = 4 * 1024 * 1024
-
-
 def chunk_stream(writer, stream, on_bytes):
-    """Cut a byte stream into content-defined chunks and store them; return (chunks, size, content hash)."""
+    """Cut a byte stream into content-defined chunks and queue them; return (chunks, size, content hash).
+
+    The chunk list holds futures until `resolve_chunks` turns them into [id, size] pairs
+    once the writer has drained.
+    """
     hasher = blake3.blake3()
-    chunks, size, batch, batch_bytes = [], 0, [], 0
+    chunks, size = [], 0
     for piece in _cdc.cut_stream(stream):
         data = bytes(piece.data)
         hasher.update(data)
         size += len(data)
-        batch.append(data)
-        batch_bytes += len(data)
-        if batch_bytes >= BATCH_BYTES:
-            chunks.extend(writer.add_many(batch))
-            on_bytes(batch_bytes)
-            batch, batch_bytes = [], 0
-    if batch:
-        chunks.extend(writer.add_many(batch))
-        on_bytes(batch_bytes)
-    return [[cid.hex(), n] for cid, n in chunks], size, hasher.hexdigest()
+        chunks.append(writer.submit(data))
+        on_bytes(len(data))
+    return chunks, size, hasher.hexdigest()
+
+
+def resolve_chunks(entries):
+    """Turn the futures of `chunk_stream` into [hex id, size] pairs (after the writer has drained)."""
+    for entry in entries:
+        chunks = entry.get("chunks")
+        if chunks and not isinstance(chunks[0], list):
+            entry["chunks"] = [[f.result().cid.hex(), f.result().raw_length] for f in chunks]
+    return entries
 
 
 def scan_file_tree(root):
     """Every entry under root (or root itself, if it is a file), sorted; with its lstat."""
     try:
         top = os.lstat(root)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise SourceError(f"The path {root} does not exist.") from None
-    except PermissionError:
-        raise SourceError(f"The path {root} cannot be read (permission denied).") from None
+    except OSError as exc:
+        raise SourceError(f"The path {root} cannot be read: {exc.strerror}.") from None
     if stat.S_ISREG(top.st_mode):
         return [(os.path.basename(root), root, top)]
     if not stat.S_ISDIR(top.st_mode):

@@ -16,7 +16,15 @@ from django.utils import timezone
 
 from console.services import audit_refusals, record_audit
 
-from ..backup import PointWriter, Progress, SourceError, read_bucket, read_file_tree, scan_totals
+from ..backup import (
+    PointWriter,
+    Progress,
+    SourceError,
+    read_bucket,
+    read_file_tree,
+    resolve_chunks,
+    scan_totals,
+)
 from ..chunkstore import ChunkCodec, manifest_key
 from ..keys import KeyProviderError, vault_keys
 from ..models import (
@@ -201,6 +209,10 @@ def run_backup_job(job_id):
         reason = str(exc) if not isinstance(exc, Vault.DoesNotExist) else "The vault was deleted."
         _fail(job, reason)
         return None
+    except Exception as exc:  # never leave a job running with nobody on it
+        log.exception("Backup job %s failed", job_id)
+        _fail(job, f"Unexpected error: {exc.__class__.__name__}: {exc}")
+        return None
     return point
 
 
@@ -251,6 +263,7 @@ def _run(job):
             BackupJob.objects.filter(pk=job.pk).update(files_total=files, bytes_total=total)
             entries = read_file_tree(writer, source.path, progress, warnings, parent=_parent_entries(vault, source))
         writer.close()
+        resolve_chunks(entries)
     except BaseException:
         writer.abort()
         raise
