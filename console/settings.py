@@ -152,6 +152,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     for _folder in ("queue", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_DEFAULT_QUEUE = env.get("CELERY_DEFAULT_QUEUE", "console")
+# Replication tasks run on a queue per destination region, so workers can sit next to its store.
+REPLICATION_QUEUE_TEMPLATE = env.get("REPLICATION_QUEUE_TEMPLATE", "replication.{region}")
 
 # Region object stores: a local directory per region, or a bucket per region
 # on an S3-compatible endpoint. A region's own row in the admin overrides this.

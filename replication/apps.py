@@ -3,3 +3,17 @@ from django.apps import AppConfig
 
 class ReplicationConfig(AppConfig):
     name = "replication"
+    verbose_name = "Cross-region replication"
+
+    def ready(self):
+        """Hook replication's rules and triggers into the vault services (one place each)."""
+        from vaults import services as vault_services
+
+        from . import services, triggers
+
+        vault_services.DELETE_GUARDS.append(services.vault_delete_guard)
+        vault_services.POINT_DELETE_GUARDS.append(services.point_edit_guard)
+        vault_services.LOCK_GUARDS.append(services.lock_guard)
+        vault_services.POINT_COMMITTED.append(triggers.point_committed)
+        vault_services.POINT_REMOVED.append(triggers.point_removed)
+        vault_services.POINT_ARCHIVED.append(triggers.point_archived)

@@ -181,6 +181,7 @@ def celery_worker_process(transactional_db, settings, isolated_stores):
     queue = "test-" + uuid.uuid4().hex[:8]
     previous_queue = app.conf.task_default_queue
     app.conf.task_default_queue = queue
+    settings.REPLICATION_QUEUE_TEMPLATE = queue
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
         database_url = f"sqlite:///{db['NAME']}"
@@ -206,6 +207,7 @@ def celery_worker_process(transactional_db, settings, isolated_stores):
         "CLOUD_BACKUP_MASTER_SECRET": settings.MASTER_SECRET,
         "CLOUD_BACKUP_MASTER_SECRET_FILE": str(settings.MASTER_SECRET_FILE),
         "CELERY_DEFAULT_QUEUE": queue,
+        "REPLICATION_QUEUE_TEMPLATE": queue,
     }
     worker = WorkerProcess(env, queue, isolated_stores / "worker.log")
     try:

@@ -3,6 +3,7 @@
 from .backups import (
     POINT_COMMITTED,
     POINT_DELETE_GUARDS,
+    POINT_REMOVED,
     backup_refusal,
     collect_garbage,
     commit_point,
@@ -28,6 +29,7 @@ from .lifecycle import (
 )
 from .vaults import (
     DELETE_GUARDS,
+    adopt_chunk_id_key,
     create_kms_key,
     create_vault,
     delete_vault,
@@ -52,6 +54,8 @@ __all__ = [
     "set_archive_after_days",
     "set_point_retention",
     "POINT_COMMITTED",
+    "POINT_REMOVED",
+    "adopt_chunk_id_key",
     "POINT_DELETE_GUARDS",
     "backup_refusal",
     "collect_garbage",

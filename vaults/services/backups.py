@@ -51,6 +51,8 @@ MAX_RETENTION_DAYS = 36500
 POINT_COMMITTED = []
 # Checks other apps add before a point is deleted by hand; each returns a reason or None (rule R9).
 POINT_DELETE_GUARDS = []
+# Callables other apps add; each gets (point id, vault id) of a point that was deleted or expired (rule R9).
+POINT_REMOVED = []
 
 
 class BackupFailed(Exception):
@@ -122,11 +124,14 @@ def vault_backup_refusal(vault):
 
 def backup_refusal(vault, source):
     """Why a backup of this source into this vault cannot start, or None."""
+    reason = vault_backup_refusal(vault)
+    if reason:
+        return reason
     if source.account_id != vault.account_id:
         return "The backup source belongs to another account."
     if source.region_id != vault.region_id:
         return f"The backup source is in {source.region.name}; the vault is in {vault.region.name}."
-    return vault_backup_refusal(vault)
+    return None
 
 
 def start_backup(*, actor, vault, source, retention_days=None, fail_on_change=False):
@@ -467,7 +472,10 @@ def _remove_point(point):
     Pack.objects.get_or_create(
         vault=point.vault, key=point.manifest_key, defaults={"size": point.manifest_size, "is_garbage": True}
     )
+    point_id, vault_id = point.id, point.vault_id
     point.delete()
+    for listener in POINT_REMOVED:
+        transaction.on_commit(lambda listener=listener: listener(point_id, vault_id))
 
 
 def collect_garbage(vault_id):

@@ -48,6 +48,7 @@ def create_vault(
     vault_type=VaultType.GENERAL,
     encryption_method=EncryptionMethod.CLOUD_BACKUP_MANAGED,
     kms_key=None,
+    chunk_id_key=None,
 ):
     """Rules V1, V3, V4: a new vault with its own wrapped data key; storage follows in a task."""
     with audit_refusals("create_vault", actor=actor, account=account, region_code=region.code, object_type="vault"):
@@ -61,6 +62,7 @@ def create_vault(
                 vault_type=vault_type,
                 encryption_method=encryption_method,
                 kms_key=kms_key,
+                chunk_id_key=chunk_id_key,
             )
             vault.save(force_insert=True)
             record_audit(
@@ -319,6 +321,7 @@ def delete_vault(*, actor, vault, confirmation):
                 region_code=locked.region.code,
                 name=locked.name,
             )
+            locked.points.all().delete()  # their chunk references first: the index rows go with the vault
             locked.delete()
 
 
@@ -386,3 +389,23 @@ def create_kms_key(*, actor, account, region, alias):
                 alias=alias,
             )
     return key
+
+
+def adopt_chunk_id_key(vault, chunk_id_key):
+    """An empty vault takes another vault's chunk-id key (a replication target takes its source's)."""
+    from ..keys import vault_keys
+    from ..models import Chunk
+
+    if vault_keys(vault).chunk_id_key == chunk_id_key:
+        return vault
+    if Chunk.objects.filter(vault=vault).exists():
+        raise ValidationError("This vault already holds data of another source; choose an empty target vault.")
+    vault.wrapped_chunk_id_key = wrap_data_key(
+        data_key=chunk_id_key,
+        vault_id=vault.id,
+        region_code=vault.region.code,
+        kms_key=vault.kms_key,
+        purpose="chunk-id",
+    )
+    vault.save(update_fields=["wrapped_chunk_id_key", "updated"])
+    return vault

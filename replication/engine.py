@@ -1,0 +1,275 @@
+"""The copy engine: keep a replication target vault in step with its source.
+
+`sync_pair` plans what the target lacks from the database (points not yet
+copied; for each, the chunk ids the target's index does not hold), copies those
+chunks (opened and checked under the source's key, sealed under the target's),
+writes the manifest, and commits the target point in a transaction that first
+re-checks under the pair's row lock that the pair still runs (rules R11, R12).
+Running it again after a crash copies only what is still missing.
+"""
+
+import json
+import logging
+from collections import defaultdict
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from console.services import record_audit
+from vaults.backup import PointWriter
+from vaults.chunkstore import ChunkCodec, manifest_key
+from vaults.keys import vault_keys
+from vaults.models import BackupPoint, Chunk, PointChunk, Tier, VaultStatus, new_point_id
+from vaults.objectstore import region_store
+from vaults.services import initialize_vault_storage
+from vaults.services.backups import chunk_pks_of, refresh_data_size
+
+from .models import CrossRegionTraffic, ReplicatedPoint, ReplicationPair
+
+log = logging.getLogger(__name__)
+
+
+class PairStopped(Exception):
+    """The pair was stopped while a copy was in flight: nothing may reach the target."""
+
+
+class TargetNotReady(Exception):
+    pass
+
+
+def sync_pair(pair_id):
+    """Bring the target up to date: history first, then any new point; remove what left the source."""
+    pair = ReplicationPair.objects.select_related("source_vault__region", "target_vault__region").get(pk=pair_id)
+    if not pair.is_active:
+        return pair
+    target = pair.target_vault
+    if target.status == VaultStatus.INITIALIZING:
+        target = initialize_vault_storage(target.id) or target
+        target.refresh_from_db()
+    if target.status != VaultStatus.NORMAL:
+        raise TargetNotReady(f"The target vault is {target.get_status_display()}: {target.status_reason}")
+    _plan_history(pair)
+    remove_replicas_of_departed_points(pair)
+    _plan_new_points(pair)
+    for copy in ReplicatedPoint.objects.filter(pair=pair, state=ReplicatedPoint.State.PENDING).order_by(
+        "source_created"
+    ):
+        copy_point(pair, copy)
+    with transaction.atomic():
+        locked = ReplicationPair.objects.select_for_update().get(pk=pair.pk)
+        changed = []
+        if (
+            locked.state == ReplicationPair.State.SYNCING
+            and not locked.copies.filter(is_history=True, state=ReplicatedPoint.State.PENDING).exists()
+        ):
+            locked.state = ReplicationPair.State.RUNNING
+            locked.history_finished = timezone.now()
+            changed += ["state", "history_finished"]
+            record_audit(
+                actor=None,
+                action="finish_historical_sync",
+                object_type="replication_pair",
+                object_id=locked.id,
+                account=locked.account,
+                region_code=target.region.code,
+                points=locked.history_points_done,
+                bytes=locked.history_bytes_done,
+            )
+        if locked.error:
+            locked.error, locked.error_since, locked.attempts = "", None, 0
+            changed += ["error", "error_since", "attempts"]
+        if changed:
+            locked.save(update_fields=changed)
+    return locked
+
+
+def _plan_history(pair):
+    """Rule R8: the standard-tier points of the source at the start are the historical sync."""
+    with transaction.atomic():
+        locked = ReplicationPair.objects.select_for_update().get(pk=pair.pk)
+        if locked.state != ReplicationPair.State.INITIALIZING:
+            return
+        points = list(BackupPoint.objects.filter(vault=locked.source_vault_id, tier=Tier.STANDARD))
+        ReplicatedPoint.objects.bulk_create(
+            [
+                ReplicatedPoint(
+                    pair=locked,
+                    source_point_id=p.id,
+                    source_created=p.created,
+                    source_committed=p.created,
+                    is_history=True,
+                    size=p.size,
+                )
+                for p in points
+            ],
+            ignore_conflicts=True,
+        )
+        locked.state = ReplicationPair.State.SYNCING
+        locked.history_points_total = len(points)
+        locked.history_bytes_total = sum(p.size for p in points)
+        locked.history_started = timezone.now()
+        locked.save(update_fields=["state", "history_points_total", "history_bytes_total", "history_started"])
+
+
+def _plan_new_points(pair):
+    """Standard points of the source that have no copy yet (the trigger's and the reconcile's work)."""
+    known = ReplicatedPoint.objects.filter(pair=pair).values("source_point_id")
+    new = BackupPoint.objects.filter(vault=pair.source_vault_id, tier=Tier.STANDARD).exclude(id__in=known)
+    ReplicatedPoint.objects.bulk_create(
+        [ReplicatedPoint(pair=pair, source_point_id=p.id, source_created=p.created, size=p.size) for p in new],
+        ignore_conflicts=True,
+    )
+
+
+def copy_point(pair, copy):
+    """Copy one source point to the target; commit it only once all its data is there."""
+    source_point = BackupPoint.objects.filter(pk=copy.source_point_id, tier=Tier.STANDARD).first()
+    if source_point is None:  # deleted, expired or archived at the source meanwhile (rules R9, R10)
+        ReplicatedPoint.objects.filter(pk=copy.pk).update(state=ReplicatedPoint.State.REMOVED)
+        return None
+    source, target = pair.source_vault, pair.target_vault
+    source_store, target_store = region_store(source.region), region_store(target.region)
+    source_codec, target_codec = ChunkCodec(vault_keys(source)), ChunkCodec(vault_keys(target))
+
+    refs = list(
+        Chunk.objects.filter(pointchunk__point=source_point).values_list(
+            "chunk_id", "pack__key", "offset", "length", "raw_length"
+        )
+    )
+    present = {
+        bytes(c)
+        for c in Chunk.objects.filter(vault=target, chunk_id__in=[r[0] for r in refs]).values_list(
+            "chunk_id", flat=True
+        )
+    }
+    missing = defaultdict(list)
+    for cid, key, offset, length, raw_length in refs:
+        if bytes(cid) not in present:
+            missing[key].append((bytes(cid), offset, length, raw_length))
+
+    writer = PointWriter(target, target_store, target_codec)
+    try:
+        for key, chunks in missing.items():
+            for data in _read_chunks(source_store, source_codec, key, chunks):
+                writer.submit(data)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    sent = writer.stored_bytes
+
+    target_point_id = new_point_id()
+    manifest = json.loads(source_codec.open_manifest(source_point.id, source_store.get(source_point.manifest_key)))
+    manifest.update(point=target_point_id, vault=target.id, replicated_from=source_point.id)
+    blob = target_codec.seal_manifest(target_point_id, json.dumps(manifest, separators=(",", ":")).encode())
+    target_key = manifest_key(target, target_point_id)
+    target_store.put(target_key, blob)
+    sent += len(blob)
+    try:
+        return _commit_copy(pair, copy, source_point, target_point_id, target_key, len(blob), refs, sent)
+    except BaseException:
+        try:
+            target_store.delete(target_key)
+        except Exception:  # the orphan manifest is harmless; garbage collection does not need it
+            log.warning("Could not remove %s after an aborted commit", target_key)
+        raise
+
+
+def _read_chunks(store, codec, pack_key, chunks):
+    """Plaintext of chunks of one source pack, each checked by tag and id (rule R11)."""
+    chunks.sort(key=lambda c: c[1])
+    start = chunks[0][1]
+    end = chunks[-1][1] + chunks[-1][2]
+    data = store.get_range(pack_key, start, end - start)
+    for cid, offset, length, raw_length in chunks:
+        yield codec.open_chunk(cid, data[offset - start : offset - start + length], raw_length)
+
+
+def _commit_copy(pair, copy, source_point, target_point_id, target_key, manifest_size, refs, sent):
+    """Rule R12: the target point appears only if the pair still runs at this instant."""
+    target = pair.target_vault
+    with transaction.atomic():
+        locked = ReplicationPair.objects.select_for_update().get(pk=pair.pk)
+        if not locked.is_active:
+            raise PairStopped(f"{pair.id} was stopped; {source_point.id} is not copied.")
+        row = ReplicatedPoint.objects.select_for_update().get(pk=copy.pk)
+        if row.state != ReplicatedPoint.State.PENDING:
+            raise PairStopped(f"{source_point.id} was handled meanwhile.")
+        chunk_pks = chunk_pks_of(target, {bytes(r[0]) for r in refs})
+        if len(chunk_pks) != len({bytes(r[0]) for r in refs}):
+            raise RuntimeError(f"Chunks of {source_point.id} are missing at the target; the copy is retried.")
+        point = BackupPoint.objects.create(
+            id=target_point_id,
+            vault=target,
+            source=None,
+            source_type=source_point.source_type,
+            source_location=source_point.source_location,
+            created=source_point.created,
+            expires=source_point.expires,
+            tier=Tier.STANDARD,
+            files=source_point.files,
+            size=source_point.size,
+            stored_bytes=sent,
+            manifest_key=target_key,
+            manifest_size=manifest_size,
+        )
+        PointChunk.objects.bulk_create([PointChunk(point=point, chunk_id=pk) for pk in chunk_pks], batch_size=5000)
+        now = timezone.now()
+        row.state, row.target_point, row.committed, row.bytes_sent = ReplicatedPoint.State.COMMITTED, point, now, sent
+        row.save(update_fields=["state", "target_point", "committed", "bytes_sent"])
+        updates = {"bytes_sent": F("bytes_sent") + sent}
+        if row.is_history:
+            updates["history_points_done"] = F("history_points_done") + 1
+            updates["history_bytes_done"] = F("history_bytes_done") + source_point.size
+        if locked.last_replicated is None or source_point.created > locked.last_replicated:
+            updates["last_replicated"] = source_point.created
+        ReplicationPair.objects.filter(pk=pair.pk).update(**updates)
+        traffic, _ = CrossRegionTraffic.objects.get_or_create(pair=locked, day=now.date())
+        CrossRegionTraffic.objects.filter(pk=traffic.pk).update(bytes_sent=F("bytes_sent") + sent)
+        refresh_data_size(target)
+        record_audit(
+            actor=None,
+            action="replicate_point",
+            object_type="backup_point",
+            object_id=point.id,
+            account=locked.account,
+            region_code=target.region.code,
+            source_point=source_point.id,
+            pair=pair.id,
+            bytes_sent=sent,
+        )
+    return point
+
+
+def remove_replicas_of_departed_points(pair):
+    """Rules R9, R10: a point deleted, expired or archived at the source goes at the target too."""
+    from vaults.services.backups import _remove_point, collect_garbage
+
+    standard = BackupPoint.objects.filter(vault=pair.source_vault_id, tier=Tier.STANDARD).values("id")
+    departed = ReplicatedPoint.objects.filter(pair=pair, state=ReplicatedPoint.State.COMMITTED).exclude(
+        source_point_id__in=standard
+    )
+    removed = 0
+    for copy in departed.select_related("target_point"):
+        with transaction.atomic():
+            locked = ReplicationPair.objects.select_for_update().get(pk=pair.pk)
+            if not locked.is_active:
+                return removed  # a standalone target keeps its points (rule R12)
+            if copy.target_point is not None:
+                point_id = copy.target_point.id
+                _remove_point(copy.target_point)
+                record_audit(
+                    actor=None,
+                    action="remove_replica",
+                    object_type="backup_point",
+                    object_id=point_id,
+                    account=locked.account,
+                    region_code=pair.target_vault.region.code,
+                    source_point=copy.source_point_id,
+                )
+            ReplicatedPoint.objects.filter(pk=copy.pk).update(state=ReplicatedPoint.State.REMOVED)
+            removed += 1
+    if removed:
+        collect_garbage(pair.target_vault_id)
+    return removed

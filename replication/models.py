@@ -1,0 +1,148 @@
+"""Replication pairs (a source vault and its replication target vault) and what they copied.
+
+A pair has one state machine: initializing -> syncing (history) -> running ->
+stopped, which is terminal (rule R12). An error is a condition beside the state
+(`error` not empty), retried and shown, never silent.
+"""
+
+import secrets
+
+from django.db import models
+from django.utils import timezone
+
+from console.models import Account
+from vaults.models import BackupPoint, Vault
+
+
+def new_pair_id():
+    return "rp-" + secrets.token_hex(8)
+
+
+class ReplicationPair(models.Model):
+    class State(models.TextChoices):
+        INITIALIZING = "initializing", "Initializing"
+        SYNCING = "syncing", "Syncing history"
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+
+    ACTIVE_STATES = (State.INITIALIZING, State.SYNCING, State.RUNNING)
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_pair_id, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="replication_pairs")
+    # A vault of a stopped pair can be deleted (rule R13); the pair's record stays, with its names.
+    source_vault = models.ForeignKey(Vault, null=True, on_delete=models.SET_NULL, related_name="replications_out")
+    target_vault = models.ForeignKey(Vault, null=True, on_delete=models.SET_NULL, related_name="replications_in")
+    source_label = models.CharField(max_length=128, blank=True)
+    target_label = models.CharField(max_length=128, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.INITIALIZING)
+    error = models.TextField(blank=True, help_text="Why copying is failing now; retried with backoff.")
+    error_since = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created = models.DateTimeField(auto_now_add=True)
+    stopped = models.DateTimeField(null=True, blank=True)
+    history_points_total = models.PositiveIntegerField(default=0)
+    history_points_done = models.PositiveIntegerField(default=0)
+    history_bytes_total = models.BigIntegerField(default=0)
+    history_bytes_done = models.BigIntegerField(default=0)
+    history_started = models.DateTimeField(null=True, blank=True)
+    history_finished = models.DateTimeField(null=True, blank=True)
+    bytes_sent = models.BigIntegerField(default=0, help_text="Bytes sent between the regions (billed, rule B1).")
+    last_replicated = models.DateTimeField(null=True, blank=True, help_text="Creation time of the newest copied point.")
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source_vault"], condition=~models.Q(state="stopped"), name="one_active_target_per_source"
+            ),
+            models.UniqueConstraint(
+                fields=["target_vault"], condition=~models.Q(state="stopped"), name="one_active_source_per_target"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.source_vault_id} -> {self.target_vault_id} ({self.state})"
+
+    @property
+    def is_active(self):
+        return self.state in self.ACTIVE_STATES
+
+    @property
+    def is_moving(self):
+        """Something is (or should be) copying: the console keeps polling."""
+        return self.state in (self.State.INITIALIZING, self.State.SYNCING) or bool(self.error)
+
+    @property
+    def history_percent(self):
+        if self.state == self.State.RUNNING or (self.history_finished and self.history_bytes_total == 0):
+            return 100
+        if self.history_bytes_total:
+            return min(100, int(100 * self.history_bytes_done / self.history_bytes_total))
+        return 0
+
+    @property
+    def history_rate(self):
+        if not self.history_started:
+            return 0
+        end = self.history_finished or timezone.now()
+        return self.history_bytes_done / max((end - self.history_started).total_seconds(), 1e-3)
+
+    @property
+    def history_eta_seconds(self):
+        if self.state != self.State.SYNCING or not self.history_rate:
+            return None
+        return (self.history_bytes_total - self.history_bytes_done) / self.history_rate
+
+    @property
+    def lag_seconds(self):
+        """How far behind the target is: age of the oldest source point not copied yet, else 0."""
+        pending = (
+            BackupPoint.objects.filter(vault=self.source_vault_id, tier="standard")
+            .exclude(id__in=self.copies.filter(state=ReplicatedPoint.State.COMMITTED).values("source_point_id"))
+            .order_by("created")
+            .first()
+        )
+        if pending is None:
+            return 0
+        return max(0.0, (timezone.now() - pending.created).total_seconds())
+
+
+class ReplicatedPoint(models.Model):
+    """One source point's copy at the target: planned, committed, or removed with its source."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        COMMITTED = "committed", "Committed"
+        REMOVED = "removed", "Removed"
+
+    pair = models.ForeignKey(ReplicationPair, on_delete=models.CASCADE, related_name="copies")
+    source_point_id = models.CharField(max_length=32)
+    source_created = models.DateTimeField()
+    source_committed = models.DateTimeField(default=timezone.now)
+    target_point = models.ForeignKey(BackupPoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    is_history = models.BooleanField(default=False)
+    size = models.BigIntegerField(default=0)
+    bytes_sent = models.BigIntegerField(default=0)
+    committed = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["source_created"]
+        constraints = [models.UniqueConstraint(fields=["pair", "source_point_id"], name="one_copy_per_source_point")]
+
+    def __str__(self):
+        return f"{self.source_point_id} -> {self.target_point_id or '…'}"
+
+
+class CrossRegionTraffic(models.Model):
+    """Bytes sent between regions per pair and day (rule B1)."""
+
+    pair = models.ForeignKey(ReplicationPair, on_delete=models.CASCADE, related_name="traffic")
+    day = models.DateField()
+    bytes_sent = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pair", "day"], name="one_traffic_row_per_pair_day")]
+
+    def __str__(self):
+        return f"{self.pair_id} {self.day}: {self.bytes_sent}"

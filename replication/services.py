@@ -1,0 +1,267 @@
+"""Replication actions: start (select or create the target), stop, and the checks of rules R1-R13.
+
+Every state change of a pair goes through `_set_state` under the pair's row
+lock, so a stop and a copy's commit cannot interleave (rule R12).
+"""
+
+import logging
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from console.models import Region
+from console.services import audit_refusals, record_audit
+from vaults import services as vault_services
+from vaults.keys import vault_keys
+from vaults.models import BackupPoint, EncryptionMethod, SourceType, Vault, VaultStatus, VaultType
+
+from .models import ReplicationPair
+
+log = logging.getLogger(__name__)
+
+MAX_TARGETS_PER_REGION = 5  # rule R4
+
+NOT_REPLICABLE = {
+    VaultType.OSS_TRIAL: "Free-trial vaults cannot be replicated.",
+    VaultType.NAS_TRIAL: "Free-trial vaults cannot be replicated.",
+    VaultType.TABLESTORE_TRIAL: "Free-trial vaults cannot be replicated.",
+    VaultType.REPLICATION_TARGET: "A Replication Target vault cannot be replicated.",
+    VaultType.ARCHIVE: "Archive vaults cannot be replicated.",
+    VaultType.DATABASE: "Database Backup vaults cannot be replicated.",
+    VaultType.CONTAINER: "Container Backup vaults cannot be replicated.",
+}
+
+
+def active_pair_of(vault):
+    """The running pair this vault is the source or the target of, or None."""
+    return (
+        ReplicationPair.objects.filter(state__in=ReplicationPair.ACTIVE_STATES).filter(source_vault=vault).first()
+        or ReplicationPair.objects.filter(state__in=ReplicationPair.ACTIVE_STATES, target_vault=vault).first()
+    )
+
+
+def replication_refusal(vault):
+    """Rules R1, R3, R7: why this vault cannot be configured for replication, or None."""
+    if vault.vault_type in NOT_REPLICABLE:
+        return NOT_REPLICABLE[vault.vault_type]
+    if vault.status == VaultStatus.ERROR:
+        return "A vault in Error state cannot be replicated."
+    if vault.status != VaultStatus.NORMAL:
+        return f"The vault is {vault.get_status_display()}; it can be replicated once it is Normal."
+    if not vault.region.supports_cross_region:
+        return f"{vault.region.name} does not support cross-region backup."
+    if ReplicationPair.objects.filter(source_vault=vault, state__in=ReplicationPair.ACTIVE_STATES).exists():
+        return "This vault is already replicated: a vault has at most one replication target."
+    if BackupPoint.objects.filter(vault=vault, source_type=SourceType.ECS_INSTANCE).exists():
+        return "This vault holds ECS instance backups: enable their replication with a backup policy."
+    return None
+
+
+def destination_regions(source_vault):
+    """Rule R6: every enabled region but the source's that supports cross-region backup."""
+    return Region.objects.filter(is_enabled=True, supports_cross_region=True).exclude(pk=source_vault.region_id)
+
+
+def free_target_vaults(account, region, encryption_method=None):
+    """Replication Target vaults of the account in a region that no running pair uses."""
+    busy = ReplicationPair.objects.filter(state__in=ReplicationPair.ACTIVE_STATES).values("target_vault")
+    rows = Vault.objects.filter(
+        account=account, region=region, vault_type=VaultType.REPLICATION_TARGET, status=VaultStatus.NORMAL
+    ).exclude(pk__in=busy)
+    if encryption_method:
+        rows = rows.filter(encryption_method=encryption_method)
+    return rows
+
+
+def start_replication(*, actor, source_vault, destination_region, target_vault=None, create=None):
+    """Rules R1-R5: pair the source with a chosen free target, or a new one, and start the historical sync.
+
+    `create` holds the new target's fields: name, description, resource_group,
+    encryption_method, kms_key.
+    """
+    account = source_vault.account
+    with audit_refusals(
+        "start_replication",
+        actor=actor,
+        account=account,
+        region_code=source_vault.region.code,
+        object_type="vault",
+        object_id=source_vault.id,
+    ):
+        if (target_vault is None) == (create is None):
+            raise ValidationError("Select a Replication Target Vault or create one.")
+        with transaction.atomic():
+            source = Vault.objects.select_for_update().select_related("region", "account").get(pk=source_vault.pk)
+            reason = replication_refusal(source)
+            if reason:
+                raise ValidationError(reason)
+            _check_destination(source, destination_region)
+            if target_vault is not None:
+                target = _check_selected_target(source, destination_region, target_vault)
+            else:
+                target = _create_target(actor, source, destination_region, create)
+            pair = ReplicationPair.objects.create(
+                account=account,
+                source_vault=source,
+                target_vault=target,
+                source_label=f"{source.name} ({source.region.code})",
+                target_label=f"{target.name} ({destination_region.code})",
+            )
+            record_audit(
+                actor=actor,
+                action="start_replication",
+                object_type="replication_pair",
+                object_id=pair.id,
+                account=account,
+                region_code=source.region.code,
+                source=source.id,
+                target=target.id,
+                destination=destination_region.code,
+            )
+            transaction.on_commit(lambda: enqueue_sync(pair.id))
+    return pair
+
+
+def _check_destination(source, region):
+    if region is None:
+        raise ValidationError({"destination_region": "Choose a destination region."})
+    if region.pk == source.region_id:
+        raise ValidationError({"destination_region": "The destination region must differ from the source's region."})
+    if not region.is_enabled:
+        raise ValidationError({"destination_region": f"{region.name} is disabled."})
+    if not region.supports_cross_region:
+        raise ValidationError({"destination_region": f"{region.name} does not support cross-region backup."})
+
+
+def _check_selected_target(source, region, target_vault):
+    """Rules R2, R3, R5 for an existing vault."""
+    target = Vault.objects.select_for_update().select_related("region", "kms_key").get(pk=target_vault.pk)
+    if target.account_id != source.account_id:
+        raise ValidationError({"target_vault": "Choose a vault of this account."})
+    if target.vault_type != VaultType.REPLICATION_TARGET:
+        raise ValidationError({"target_vault": "The target must be a Replication Target vault."})
+    if target.region_id != region.pk:
+        raise ValidationError({"target_vault": f"The target vault is not in {region.name}."})
+    if target.status != VaultStatus.NORMAL:
+        raise ValidationError({"target_vault": f"The target vault is {target.get_status_display()}."})
+    if ReplicationPair.objects.filter(target_vault=target, state__in=ReplicationPair.ACTIVE_STATES).exists():
+        raise ValidationError({"target_vault": "This vault is already the target of another replication."})
+    if target.encryption_method != source.encryption_method:
+        raise ValidationError({"target_vault": "The target's encryption method must match the source's (rule R5)."})
+    vault_services.adopt_chunk_id_key(target, vault_keys(source).chunk_id_key)
+    return target
+
+
+def _create_target(actor, source, region, create):
+    """Rules R4, R5: a new Replication Target vault in the destination region, keyed like the source."""
+    encryption = create.get("encryption_method") or source.encryption_method
+    if encryption != source.encryption_method:
+        raise ValidationError(
+            {
+                "encryption_method": "The encryption method must match the source vault's "
+                f"({source.get_encryption_method_display()})."
+            }
+        )
+    if encryption == EncryptionMethod.KMS and create.get("kms_key") is None:
+        raise ValidationError({"kms_key": f"Choose a KMS KeyId of {region.name}."})
+    count = Vault.objects.filter(account=source.account, region=region, vault_type=VaultType.REPLICATION_TARGET).count()
+    if count >= MAX_TARGETS_PER_REGION:
+        raise ValidationError(
+            f"The account already has {count} Replication Target vaults in {region.name}; "
+            f"at most {MAX_TARGETS_PER_REGION} are allowed (rule R4)."
+        )
+    return vault_services.create_vault(
+        actor=actor,
+        account=source.account,
+        region=region,
+        name=create.get("name"),
+        description=create.get("description", ""),
+        resource_group=create.get("resource_group"),
+        vault_type=VaultType.REPLICATION_TARGET,
+        encryption_method=encryption,
+        kms_key=create.get("kms_key"),
+        chunk_id_key=vault_keys(source).chunk_id_key,
+    )
+
+
+def stop_replication(*, actor, pair, confirmation=None):
+    """Rule R12: the pair stops for good; nothing new reaches the target, which becomes standalone."""
+    source = pair.source_vault
+    with audit_refusals(
+        "stop_replication",
+        actor=actor,
+        account=pair.account,
+        region_code=source.region.code,
+        object_type="replication_pair",
+        object_id=pair.id,
+    ):
+        if confirmation is not None and confirmation.strip() != source.name:
+            raise ValidationError({"confirmation": f"Type the source vault's name, {source.name}, to confirm."})
+        with transaction.atomic():
+            locked = ReplicationPair.objects.select_for_update().get(pk=pair.pk)
+            if locked.state == ReplicationPair.State.STOPPED:
+                raise ValidationError("This replication is already stopped; a stopped replication cannot resume.")
+            locked.state = ReplicationPair.State.STOPPED
+            locked.stopped = timezone.now()
+            locked.save(update_fields=["state", "stopped"])
+            record_audit(
+                actor=actor,
+                action="stop_replication",
+                object_type="replication_pair",
+                object_id=pair.id,
+                account=pair.account,
+                region_code=source.region.code,
+                source=source.id,
+                target=pair.target_vault_id,
+            )
+    return locked
+
+
+def queue_for(region_code):
+    from django.conf import settings
+
+    return settings.REPLICATION_QUEUE_TEMPLATE.format(region=region_code)
+
+
+def enqueue_sync(pair_id):
+    """Run the pair's sync on the queue of its destination region."""
+    from .tasks import sync_pair_task
+
+    pair = ReplicationPair.objects.select_related("target_vault__region").filter(pk=pair_id).first()
+    if pair is None or not pair.is_active:
+        return
+    try:
+        sync_pair_task.apply_async((pair_id,), queue=queue_for(pair.target_vault.region.code))
+    except Exception as exc:  # the broker is down: the periodic reconcile picks it up later
+        log.warning("Cannot enqueue the sync of %s: %s", pair_id, exc)
+        ReplicationPair.objects.filter(pk=pair_id).update(
+            error=f"The task queue could not be reached: {exc}", error_since=timezone.now()
+        )
+
+
+# -- guards other apps' rules call -----------------------------------------------------------------
+
+
+def vault_delete_guard(vault):
+    """Rules R13, V7: a vault in a running pair cannot be deleted."""
+    pair = active_pair_of(vault)
+    if pair is None:
+        return None
+    if pair.source_vault_id == vault.id:
+        return "This vault is replicated: stop its replication first (Stop backup vault replication)."
+    return "This vault is the target of a running replication: stop the replication in the source's region first."
+
+
+def point_edit_guard(point):
+    """Rule R9: the points of a target whose pair runs cannot be deleted or changed by hand."""
+    if ReplicationPair.objects.filter(target_vault=point.vault_id, state__in=ReplicationPair.ACTIVE_STATES).exists():
+        return "This point is in a replication target vault: it follows its source and cannot be changed by hand."
+    return None
+
+
+def lock_guard(vault):
+    """Rule L1: a replication target gets a backup lock only once it is standalone."""
+    if ReplicationPair.objects.filter(target_vault=vault, state__in=ReplicationPair.ACTIVE_STATES).exists():
+        return "A replication target vault can get a backup lock once its replication is stopped."
+    return None

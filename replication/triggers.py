@@ -1,0 +1,23 @@
+"""What a change at a source vault sets off: a sync of its running pair (rules R8-R10)."""
+
+from .models import ReplicationPair
+from .services import enqueue_sync
+
+
+def _sync_pairs_of(vault_id):
+    for pair_id in ReplicationPair.objects.filter(
+        source_vault=vault_id, state__in=ReplicationPair.ACTIVE_STATES
+    ).values_list("pk", flat=True):
+        enqueue_sync(pair_id)
+
+
+def point_committed(point):
+    _sync_pairs_of(point.vault_id)
+
+
+def point_removed(point_id, vault_id):
+    _sync_pairs_of(vault_id)
+
+
+def point_archived(point):
+    _sync_pairs_of(point.vault_id)

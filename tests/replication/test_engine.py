@@ -1,0 +1,175 @@
+"""The copy engine through its services, run in-process: history, new points, lifecycle, stop."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from replication import engine, services
+from replication.models import CrossRegionTraffic, ReplicatedPoint, ReplicationPair
+from tests.replication.conftest import create_target
+from vaults import services as vault_services
+from vaults.models import BackupPoint, Chunk, Tier, VaultType
+from vaults.readback import PointReader, verify_vault
+
+
+def files_of(point):
+    reader = PointReader(point)
+    return {e["path"]: b"".join(reader.iter_file(e)) for e in reader.manifest()["entries"] if e["type"] == "file"}
+
+
+def start(source_vault, region, **kwargs):
+    return services.start_replication(
+        actor=None, source_vault=source_vault, destination_region=region, create=create_target(), **kwargs
+    )
+
+
+def test_historical_sync_copies_every_standard_point_byte_for_byte(source_vault, backup, lrs_region, tree):
+    # rules R8, R11
+    first = backup(source_vault)
+    (tree / "docs" / "new.txt").write_bytes(b"second point\n" * 1000)
+    second = backup(source_vault)
+    pair = start(source_vault, lrs_region)
+    target = pair.target_vault
+    assert target.vault_type == VaultType.REPLICATION_TARGET and target.region == lrs_region
+    pair = engine.sync_pair(pair.id)
+    assert pair.state == ReplicationPair.State.RUNNING
+    assert (pair.history_points_total, pair.history_points_done) == (2, 2)
+    assert pair.history_bytes_done == first.size + second.size and pair.history_percent == 100
+    copies = {c.source_point_id: c.target_point for c in ReplicatedPoint.objects.filter(pair=pair)}
+    for point in (first, second):
+        replica = copies[point.id]
+        assert replica.vault == target and replica.created == point.created and replica.expires == point.expires
+        assert files_of(replica) == files_of(point)
+    assert verify_vault(target)["problems"] == []
+    # the second point shares most chunks with the first: sent once
+    assert pair.bytes_sent < (first.size + second.size) and pair.bytes_sent > 0
+    assert CrossRegionTraffic.objects.get(pair=pair).bytes_sent == pair.bytes_sent
+
+
+def test_new_points_replicate_and_only_missing_chunks_are_sent(source_vault, backup, lrs_region, tree):
+    # rule R8: continuous; copying is planned from the index
+    backup(source_vault)
+    pair = engine.sync_pair(start(source_vault, lrs_region).id)
+    sent_before = pair.bytes_sent
+    (tree / "docs" / "delta.txt").write_bytes(b"a small change\n" * 100)
+    new = backup(source_vault)
+    pair = engine.sync_pair(pair.id)
+    copy = ReplicatedPoint.objects.get(pair=pair, source_point_id=new.id)
+    assert copy.state == ReplicatedPoint.State.COMMITTED and not copy.is_history
+    assert copy.bytes_sent < 10_000  # the new file's chunk and a manifest, not the whole point
+    assert pair.bytes_sent == sent_before + copy.bytes_sent
+    assert files_of(copy.target_point) == files_of(new)
+
+
+def test_target_encryption_is_its_own(source_vault, backup, lrs_region):
+    backup(source_vault)
+    pair = engine.sync_pair(start(source_vault, lrs_region).id)
+    from vaults.keys import vault_keys
+
+    src, dst = vault_keys(source_vault), vault_keys(pair.target_vault)
+    assert src.data_key != dst.data_key and src.chunk_id_key == dst.chunk_id_key
+    assert set(Chunk.objects.filter(vault=source_vault).values_list("chunk_id", flat=True)) == set(
+        Chunk.objects.filter(vault=pair.target_vault).values_list("chunk_id", flat=True)
+    )
+
+
+def test_deleted_and_archived_source_points_go_at_the_target(source_vault, backup, lrs_region, tree):
+    # rules R9, R10
+    first = backup(source_vault)
+    (tree / "docs" / "x.txt").write_bytes(b"x" * 5000)
+    second = backup(source_vault)
+    pair = engine.sync_pair(start(source_vault, lrs_region).id)
+    assert BackupPoint.objects.filter(vault=pair.target_vault).count() == 2
+    vault_services.delete_point(actor=None, point=first)
+    vault_services.archive_point(second)
+    engine.sync_pair(pair.id)
+    assert not BackupPoint.objects.filter(vault=pair.target_vault).exists()
+    assert not BackupPoint.objects.filter(vault=source_vault, tier=Tier.STANDARD).exists()
+
+
+def test_target_points_cannot_be_changed_by_hand_while_the_pair_runs(source_vault, backup, lrs_region):
+    # rule R9
+    backup(source_vault)
+    pair = engine.sync_pair(start(source_vault, lrs_region).id)
+    replica = BackupPoint.objects.get(vault=pair.target_vault)
+    with pytest.raises(ValidationError, match="replication target"):
+        vault_services.delete_point(actor=None, point=replica)
+    with pytest.raises(ValidationError, match="replication target"):
+        vault_services.set_point_retention(actor=None, point=replica, expires=None)
+    with pytest.raises(ValidationError, match="read-only"):
+        vault_services.start_backup(actor=None, vault=pair.target_vault, source=_any_source())
+
+
+def _any_source():
+    from vaults.models import BackupSource
+
+    return BackupSource.objects.first()
+
+
+def test_stop_is_final_and_the_target_becomes_standalone(source_vault, backup, lrs_region, tree):
+    # rules R12, R13, L1
+    backup(source_vault)
+    pair = engine.sync_pair(start(source_vault, lrs_region).id)
+    target = pair.target_vault
+    with pytest.raises(ValidationError, match="stop its replication first"):
+        vault_services.delete_vault(actor=None, vault=source_vault, confirmation=source_vault.name)
+    with pytest.raises(ValidationError, match="target of a running replication"):
+        vault_services.delete_vault(actor=None, vault=target, confirmation=target.name)
+    with pytest.raises(ValidationError, match="once its replication is stopped"):
+        vault_services.enable_backup_lock(actor=None, vault=target)
+    with pytest.raises(ValidationError, match="Type the source vault"):
+        services.stop_replication(actor=None, pair=pair, confirmation="wrong")
+    services.stop_replication(actor=None, pair=pair, confirmation=source_vault.name)
+    with pytest.raises(ValidationError, match="already stopped"):
+        services.stop_replication(actor=None, pair=pair)
+    (tree / "docs" / "after.txt").write_bytes(b"after the stop")
+    backup(source_vault)
+    engine.sync_pair(pair.id)
+    assert BackupPoint.objects.filter(vault=target).count() == 1  # nothing new reached the target
+    replica = BackupPoint.objects.get(vault=target)
+    vault_services.enable_backup_lock(actor=None, vault=target)
+    vault_services.delete_vault(actor=None, vault=source_vault, confirmation=source_vault.name)
+    target.refresh_from_db()
+    assert BackupPoint.objects.filter(pk=replica.pk).exists() and target.backup_lock
+
+
+def test_stop_racing_an_in_flight_copy_commits_nothing(source_vault, backup, lrs_region, monkeypatch):
+    # rule R12: the copy's data is all there, but the stop lands before its commit
+    backup(source_vault)
+    pair = start(source_vault, lrs_region)
+    real_commit = engine._commit_copy
+
+    def stop_then_commit(*args, **kwargs):
+        services.stop_replication(actor=None, pair=pair)
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_commit_copy", stop_then_commit)
+    with pytest.raises(engine.PairStopped):
+        engine.sync_pair(pair.id)
+    assert not BackupPoint.objects.filter(vault=pair.target_vault).exists()
+    assert not any("manifests" in k for k in _keys(pair.target_vault))
+
+
+def _keys(vault):
+    from vaults.objectstore import region_store
+
+    return region_store(vault.region).list_keys(vault.storage_prefix)
+
+
+def test_a_rerun_after_a_crash_sends_only_what_is_missing(source_vault, backup, lrs_region, monkeypatch):
+    # crash safety: the chunks copied before the crash are not sent again
+    point = backup(source_vault)
+    pair = start(source_vault, lrs_region)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("worker died before the commit")
+
+    monkeypatch.setattr(engine, "_commit_copy", crash)
+    with pytest.raises(RuntimeError):
+        engine.sync_pair(pair.id)
+    monkeypatch.undo()
+    copied_before = Chunk.objects.filter(vault=pair.target_vault).count()
+    assert copied_before == Chunk.objects.filter(vault=source_vault).count()
+    pair = engine.sync_pair(pair.id)
+    copy = ReplicatedPoint.objects.get(pair=pair)
+    assert copy.bytes_sent < 2000  # only the manifest this time
+    assert files_of(copy.target_point) == files_of(point)
