@@ -136,7 +136,7 @@ def _check_destination(source, region):
 
 def _check_selected_target(source, region, target_vault):
     """Rules R2, R3, R5 for an existing vault."""
-    target = Vault.objects.select_for_update().select_related("region", "kms_key").get(pk=target_vault.pk)
+    target = Vault.objects.select_for_update(of=("self",)).select_related("region", "kms_key").get(pk=target_vault.pk)
     if target.account_id != source.account_id:
         raise ValidationError({"target_vault": "Choose a vault of this account."})
     if target.vault_type != VaultType.REPLICATION_TARGET:

@@ -167,8 +167,10 @@ def _describe(path, st):
         info["type"] = "dir"
     elif stat.S_ISLNK(st.st_mode):
         info.update(type="symlink", target=os.readlink(path))
-    else:
+    elif stat.S_ISREG(st.st_mode):
         info.update(type="file", data=path.read_bytes())
+    else:
+        info["type"] = "special"  # FIFOs, sockets, devices: never opened
     return info
 
 

@@ -147,3 +147,41 @@ def test_data_size_is_the_bytes_in_the_store(store_backend, tmp_path, account, r
     assert not BackupPoint.objects.filter(vault=vault).exists()
     assert data_size(vault) == 0
     assert RawStore(region).keys(vault.storage_prefix) == [vault.storage_prefix + "vault.json"]
+
+
+def test_file_rewritten_with_same_size_and_mtime_is_read_again(tmp_path, account, region, normal_vault):
+    # rule P1: a point is a complete copy of the source at its moment; the shortcut that reuses an unchanged
+    # file's chunks must not keep stale bytes when content changed but size and mtime were put back
+    root = build_tree(tmp_path / "src", seed=10)
+    vault = normal_vault()
+    source = make_source(account, region, "ecs-file", path=root)
+    backup_ok(vault, source)
+    target = root / "a" / "b" / "c" / "deep.dat"
+    st = os.stat(target)
+    with open(target, "r+b") as f:  # in place: same inode, same size
+        f.seek(1000)
+        f.write(b"NEW BYTES IN THE MIDDLE")
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(target).st_size, os.stat(target).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+    job = backup_ok(vault, source)
+
+    assert job.bytes_stored > 0
+    assert_point_matches(job.point, snapshot(root))
+
+
+def test_damaged_previous_point_costs_a_full_read_not_wrong_data(tmp_path, account, region, normal_vault):
+    # rules P1, V6: when the previous point's manifest cannot be read, the next backup reads every file
+    # again (and still deduplicates by chunk) instead of failing or trusting nothing
+    root = build_tree(tmp_path / "src", seed=11)
+    vault = normal_vault()
+    source = make_source(account, region, "ecs-file", path=root)
+    first = backup_ok(vault, source).point
+    raw = RawStore(region)
+    raw.write(first.manifest_key, b"\x00" * first.manifest_size)
+    write(root / "added.txt", b"new since the first point")
+
+    job = backup_ok(vault, source)
+
+    assert job.bytes_stored < 64 * KiB  # only the new small file: everything else deduplicates
+    assert_point_matches(job.point, snapshot(root))
