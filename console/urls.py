@@ -39,6 +39,7 @@ urlpatterns = [
     path("account/switch/", views.switch_account, name="switch-account"),
     path("regions/<slug:region>/vaults/", include("vaults.urls")),
     path("regions/<slug:region>/", include("vaults.backup_urls")),
+    path("regions/<slug:region>/", include("replication.urls")),
     path("regions/<slug:region>/", include((region_pages, "console"))),
     path("admin/", admin.site.urls),
 ]

@@ -117,7 +117,12 @@ def _plan_new_points(pair):
     known = ReplicatedPoint.objects.filter(pair=pair).values("source_point_id")
     new = BackupPoint.objects.filter(vault=pair.source_vault_id, tier=Tier.STANDARD).exclude(id__in=known)
     ReplicatedPoint.objects.bulk_create(
-        [ReplicatedPoint(pair=pair, source_point_id=p.id, source_created=p.created, size=p.size) for p in new],
+        [
+            ReplicatedPoint(
+                pair=pair, source_point_id=p.id, source_created=p.created, source_committed=p.created, size=p.size
+            )
+            for p in new
+        ],
         ignore_conflicts=True,
     )
 

@@ -49,8 +49,14 @@ def _render(request, template, context, status=200):
 @_scoped
 def vault_list(request, account, region):
     """Rule V5: the Storage Vaults page of one region."""
+    from replication.selectors import replication_of
+
     page = Paginator(selectors.vaults_of(account, region), settings.VAULTS_PER_PAGE).get_page(request.GET.get("page"))
-    context = {"account": account, "region": region, "page": page, "vaults": page.object_list}
+    vaults = list(page.object_list)
+    replication = replication_of(vaults)
+    for vault in vaults:
+        vault.rep = replication[vault.id]
+    context = {"account": account, "region": region, "page": page, "vaults": vaults}
     if request.htmx and request.htmx.target == "vault-table":
         context["partial"] = "vault-table"
     return _render(request, "vaults/vault_list.html", context)
@@ -96,6 +102,8 @@ def kms_key_field(request, account, region):
 
 @_scoped
 def vault_detail(request, account, region, vault_id):
+    from replication.selectors import replication_of
+
     vault = selectors.vault_or_404(account, vault_id, region)
     points = [(p, services.point_delete_refusal(p)) for p in selectors.points_of(vault).select_related("vault")]
     context = {
@@ -107,6 +115,7 @@ def vault_detail(request, account, region, vault_id):
         "backup_refusal": services.vault_backup_refusal(vault),
         "lock_refusal": services.lock_refusal(vault),
         "verify": vault.verify_runs.first(),
+        "rep": replication_of([vault])[vault.id],
     }
     return render(request, "vaults/vault_detail.html", context)
 

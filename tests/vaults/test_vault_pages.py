@@ -80,7 +80,7 @@ def test_query_count_does_not_grow_with_vaults(alice, account, region, count, dj
         )
         for i in range(count - 1)
     )
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(16):
         response = alice.get("/regions/cn-hangzhou/vaults/")
     assert response.status_code == 200
     assert response.content.decode().count('<tr id="vault-') == min(count, 25)

@@ -1,0 +1,117 @@
+"""The Configure / Initiate / Stop replication panels and the progress fragment.
+
+Thin views: they scope to the account and region, parse the form and call
+`replication.services`; the panel re-renders itself (htmx) when the destination
+region or the mode changes, so its selects always match the chosen region.
+"""
+
+from django.core.exceptions import ValidationError
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
+
+from console.forms import add_service_errors
+from vaults import selectors as vault_selectors
+from vaults.views import _render, _scoped
+
+from . import services
+from .forms import InitiateReplicationForm, StopReplicationForm
+from .selectors import replication_of
+
+
+def _back_to_list(request, region):
+    url = reverse("vaults:list", kwargs={"region": region.code})
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@_scoped
+def initiate(request, account, region, vault_id):
+    """Rule R6: Configure backup vault replication -> the Initiate Backup Vault Replication panel."""
+    vault = vault_selectors.vault_or_404(account, vault_id, region)
+    submitted = request.method == "POST"
+    form = InitiateReplicationForm(request.POST if submitted else (request.GET or None), source_vault=vault)
+    status = 200
+    if submitted:
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                if form.is_create:
+                    services.start_replication(
+                        actor=request.user,
+                        source_vault=vault,
+                        destination_region=data["destination_region"],
+                        create={
+                            "name": data["name"],
+                            "description": data["description"],
+                            "resource_group": data["resource_group"],
+                            "encryption_method": data["encryption_method"],
+                            "kms_key": data["kms_key"],
+                        },
+                    )
+                else:
+                    if data["target_vault"] is None:
+                        raise ValidationError({"target_vault": "Select a Replication Target Vault."})
+                    services.start_replication(
+                        actor=request.user,
+                        source_vault=vault,
+                        destination_region=data["destination_region"],
+                        target_vault=data["target_vault"],
+                    )
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                return _back_to_list(request, region)
+        status = 422
+    elif form.is_bound:
+        form.errors.clear()  # a re-render for a changed region or mode is not a submission
+    context = {
+        "account": account,
+        "region": region,
+        "vault": vault,
+        "form": form,
+        "partial": "initiate-dialog",
+        "refusal": services.replication_refusal(vault),
+    }
+    return _render(request, "replication/initiate.html", context, status=status)
+
+
+@_scoped
+def stop(request, account, region, vault_id):
+    """Rule R12: Stop backup vault replication, in the source's region, with typed confirmation."""
+    vault = vault_selectors.vault_or_404(account, vault_id, region)
+    info = replication_of([vault])[vault.id]
+    form = StopReplicationForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        if not info.can_stop:
+            form.add_error(None, "This vault has no running replication to stop.")
+        else:
+            try:
+                services.stop_replication(
+                    actor=request.user, pair=info.pair, confirmation=form.cleaned_data["confirmation"]
+                )
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                return _back_to_list(request, region)
+        status = 422
+    context = {
+        "account": account,
+        "region": region,
+        "vault": vault,
+        "rep": info,
+        "form": form,
+        "partial": "stop-dialog",
+    }
+    return _render(request, "replication/stop.html", context, status=status)
+
+
+@_scoped
+def progress(request, account, region, vault_id):
+    """The replication cell of a vault; polling stops (286) when nothing is moving."""
+    vault = vault_selectors.vault_or_404(account, vault_id, region)
+    info = replication_of([vault])[vault.id]
+    response = render(request, "replication/_cell.html", {"vault": vault, "rep": info, "region": region})
+    if not info.is_moving:
+        response.status_code = HttpResponseStopPolling.status_code
+    return response
