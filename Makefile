@@ -24,7 +24,7 @@ run: $(VENV)/.installed-run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
 	@echo "Console: http://127.0.0.1:$(PORT)/  (Ctrl-C stops the console and the worker)"
-	@$(VENV)/bin/celery -A console worker --beat --schedule=var/celerybeat-schedule --loglevel=INFO --concurrency=2 & worker=$$!; \
+	@$(VENV)/bin/celery -A console worker -Q "$$($(PY) manage.py worker_queues)" --beat --schedule=var/celerybeat-schedule --loglevel=INFO --concurrency=2 & worker=$$!; \
 	$(PY) manage.py runserver --noreload 127.0.0.1:$(PORT) & web=$$!; \
 	trap 'kill $$worker $$web 2>/dev/null; wait' EXIT INT TERM; \
 	wait $$web
