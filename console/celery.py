@@ -20,6 +20,7 @@ app.conf.beat_schedule = {
     "collect-garbage": {"task": "vaults.tasks.collect_garbage_task", "schedule": 3600.0},
     "expire-points": {"task": "vaults.tasks.expire_points_task", "schedule": 300.0},
     "archive-due-points": {"task": "vaults.tasks.archive_due_points_task", "schedule": 3600.0},
+    "reap-stale-restore-jobs": {"task": "restore.tasks.reap_stale_restore_jobs_task", "schedule": 60.0},
     "reconcile-replication": {"task": "replication.tasks.reconcile_pairs_task", "schedule": 60.0},
 }
 app.autodiscover_tasks()

@@ -3,3 +3,4 @@ from django.apps import AppConfig
 
 class RestoreConfig(AppConfig):
     name = "restore"
+    verbose_name = "Restore"

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
@@ -285,6 +286,21 @@ class LocalBucket:
     def open(self, key):
         return open(self.root / key, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
 
+    def exists(self, key):
+        self._require()
+        return (self.root / key).is_file()
+
+    def put_file(self, key, path, content_type=None):
+        """Put a local file as an object (renamed into place: never half there)."""
+        self._require()
+        final = self.root / key
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, final.with_name(f".{final.name}.part"))
+            os.replace(final.with_name(f".{final.name}.part"), final)
+        except OSError as exc:
+            raise ObjectStoreError(f"Cannot write {key} to the bucket {self.name}: {exc.strerror}") from exc
+
 
 class S3Bucket:
     def __init__(self, name, endpoint_url, access_key, secret_key, addressing_style):
@@ -343,3 +359,24 @@ class S3Bucket:
 
     def open(self, key):
         return self._call("get_object", Key=key)["Body"]
+
+    def exists(self, key):
+        try:
+            self._call("head_object", Key=key)
+        except FileNotFoundError:
+            return False
+        except ObjectStoreError as exc:
+            if "Not Found" in str(exc) or "404" in str(exc):
+                return False
+            raise
+        return True
+
+    def put_file(self, key, path, content_type=None):
+        """Upload a local file as an object (multipart for big ones; the object appears whole)."""
+        self._call("head_bucket")
+        try:
+            self.client.upload_file(
+                str(path), self.name, key, ExtraArgs={"ContentType": content_type} if content_type else None
+            )
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+            raise ObjectStoreError(f"Cannot write {key} to the bucket {self.name}: {exc}") from exc

@@ -10,7 +10,7 @@ import blake3
 
 from .chunkstore import ChunkCodec, CorruptData
 from .keys import vault_keys
-from .models import BackupPoint, Chunk
+from .models import BackupPoint, Chunk, Pack
 from .objectstore import ObjectStoreError, region_store
 
 
@@ -23,6 +23,8 @@ class PointReader:
         self.store = region_store(self.vault.region)
         self.codec = ChunkCodec(vault_keys(self.vault))
         self._locations = None
+        self._window = None
+        self._sizes = None
 
     def manifest(self):
         blob = self.store.get(self.point.manifest_key)
@@ -41,8 +43,28 @@ class PointReader:
         if location is None:
             raise CorruptData(f"chunk {chunk_hex[:16]} is missing from the chunk index")
         key, offset, length, raw_length = location
-        blob = self.store.get_range(key, offset, length)
-        return self.codec.open_chunk(bytes.fromhex(chunk_hex), blob, raw_length)
+        return self.codec.open_chunk(bytes.fromhex(chunk_hex), self._blob(key, offset, length), raw_length)
+
+    WINDOW = 8 * 1024 * 1024
+
+    def _blob(self, key, offset, length):
+        """A chunk's stored bytes; reads a window of its pack, since a file's chunks usually follow each other."""
+        cached = self._window
+        if cached and cached[0] == key and cached[1] <= offset and offset + length <= cached[1] + len(cached[2]):
+            start = offset - cached[1]
+            return cached[2][start : start + length]
+        if length >= self.WINDOW:
+            return self.store.get_range(key, offset, length)
+        size = self._pack_sizes().get(key)
+        span = min(self.WINDOW, size - offset) if size else length
+        data = self.store.get_range(key, offset, max(span, length))
+        self._window = (key, offset, data)
+        return data[:length]
+
+    def _pack_sizes(self):
+        if self._sizes is None:
+            self._sizes = dict(Pack.objects.filter(vault=self.vault).values_list("key", "size"))
+        return self._sizes
 
     def iter_file(self, entry):
         """The plaintext of a file entry, chunk by chunk."""

@@ -4,7 +4,8 @@ import pytest
 
 from replication import engine, services
 from tests.replication.conftest import create_target
-from vaults import keys, services as vault_services
+from vaults import keys
+from vaults import services as vault_services
 from vaults.models import BackupPoint, EncryptionMethod
 from vaults.objectstore import region_store, store_config
 from vaults.readback import PointReader, verify_vault

@@ -1,0 +1,462 @@
+"""Restore targets and restore jobs: register, start (rules S1-S3), run, report (S4), bill (B2).
+
+A file is written under a temporary name, fsynced, checked against the
+manifest's hash and only then renamed into place: a killed or failed restore
+never leaves a file that looks complete but is not, and running the job again
+finishes it (files already restored are recognised by their hash).
+"""
+
+import logging
+import os
+import tempfile
+from datetime import timedelta
+from pathlib import Path, PurePosixPath
+
+import blake3
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from console.services import audit_refusals, record_audit
+from vaults.backup import Progress
+from vaults.chunkstore import CorruptData
+from vaults.keys import KeyProviderError
+from vaults.models import SourceType, Tier, VaultType
+from vaults.objectstore import ObjectStoreError, oss_bucket
+from vaults.readback import PointReader
+
+from .models import KIND_FOR_SOURCE, Existing, Network, RestoreJob, RestoreTarget, TargetKind
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_STALE = timedelta(seconds=90)
+
+
+class RestoreFailed(Exception):
+    """The restore cannot finish; the message names the file where it can."""
+
+
+def create_restore_target(*, actor, account, region, kind, name, location, prefix="", network=Network.INTERNET):
+    """Register a prepared resource of a region (rule S2): a directory, or an OSS bucket and prefix."""
+    with audit_refusals(
+        "create_restore_target", actor=actor, account=account, region_code=region.code, object_type="restore_target"
+    ):
+        errors = {}
+        name = (name or "").strip()
+        location = (location or "").strip()
+        if not name or len(name) > 64:
+            errors["name"] = "Enter a name of at most 64 characters."
+        elif RestoreTarget.objects.filter(account=account, region=region, name=name).exists():
+            errors["name"] = f"A restore target named {name!r} already exists in {region.name}."
+        if kind not in TargetKind.values:
+            errors["kind"] = f"Unknown kind of restore target {kind!r}."
+        elif kind == TargetKind.OSS_BUCKET:
+            if not (3 <= len(location) <= 63) or not all(c.islower() or c.isdigit() or c in "-." for c in location):
+                errors["location"] = "Enter a bucket name: 3 to 63 lowercase letters, digits, dots or hyphens."
+        elif not location.startswith("/"):
+            errors["location"] = "Enter an absolute directory path the restore worker can write."
+        if network not in Network.values:
+            errors["network"] = f"Unknown network {network!r}."
+        if not region.is_enabled:
+            errors["region"] = f"The region {region.code} is disabled."
+        if errors:
+            raise ValidationError(errors)
+        with transaction.atomic():
+            target = RestoreTarget.objects.create(
+                account=account,
+                region=region,
+                kind=kind,
+                name=name,
+                location=location,
+                prefix=(prefix or "").lstrip("/") if kind == TargetKind.OSS_BUCKET else "",
+                network=network if kind in (TargetKind.ON_PREMISES_NAS, TargetKind.LOCAL_SERVER) else Network.VPN,
+            )
+            record_audit(
+                actor=actor,
+                action="create_restore_target",
+                object_type="restore_target",
+                object_id=target.pk,
+                account=account,
+                region_code=region.code,
+                name=name,
+                kind=kind,
+                location=location,
+            )
+    return target
+
+
+def restore_refusal(point, target):
+    """Rules S1-S3 (and the archive tier): why this point cannot be restored to this target, or None."""
+    vault = point.vault
+    if target.account_id != vault.account_id:
+        return "The restore target belongs to another account."
+    if target.region_id != vault.region_id:
+        return (
+            f"The restore target is in {target.region.name}; a point of a vault in {vault.region.name} "
+            "restores only to resources of that region."
+        )
+    wanted = KIND_FOR_SOURCE.get(point.source_type)
+    if wanted != target.kind:
+        return (
+            f"A {point.get_source_type_display()} point restores to a {TargetKind(wanted).label}, "
+            f"not to a {target.get_kind_display()}."
+        )
+    if point.source_type == SourceType.VMWARE_VM and vault.vault_type == VaultType.REPLICATION_TARGET:
+        return "VMware VM points cannot be restored from a Replication Target vault."
+    if point.tier == Tier.ARCHIVE:
+        return "The point is in the archive tier: bring it back to the standard tier first."
+    return None
+
+
+def targets_for(point):
+    """The targets a point can be restored to: its vault's region and account, the matching kind."""
+    return RestoreTarget.objects.filter(
+        account=point.vault.account_id, region=point.vault.region_id, kind=KIND_FOR_SOURCE.get(point.source_type)
+    )
+
+
+def _clean_sub_path(sub_path):
+    sub = PurePosixPath((sub_path or "").strip().strip("/"))
+    if sub.is_absolute() or ".." in sub.parts:
+        raise ValidationError({"sub_path": "Give a path inside the backup point, without '..'."})
+    return "" if str(sub) == "." else str(sub)
+
+
+def start_restore(*, actor, point, target, sub_path="", files=(), existing=Existing.FAIL):
+    """Queue a restore job of one point (or part of it) to a prepared target of the same region."""
+    vault = point.vault
+    with audit_refusals(
+        "start_restore",
+        actor=actor,
+        account=vault.account,
+        region_code=vault.region.code,
+        object_type="backup_point",
+        object_id=point.id,
+    ):
+        reason = restore_refusal(point, target)
+        if reason:
+            raise ValidationError(reason)
+        if existing not in Existing.values:
+            raise ValidationError({"existing": f"Unknown choice {existing!r}."})
+        sub = _clean_sub_path(sub_path)
+        files = [_clean_sub_path(f) for f in files or ()]
+        with transaction.atomic():
+            job = RestoreJob.objects.create(
+                account=vault.account,
+                vault=vault,
+                point=point,
+                point_label=point.id,
+                target=target,
+                sub_path=sub,
+                files=files,
+                existing=existing,
+                is_free=vault.vault_type == VaultType.REPLICATION_TARGET,
+            )
+            record_audit(
+                actor=actor,
+                action="start_restore",
+                object_type="restore_job",
+                object_id=job.pk,
+                account=vault.account,
+                region_code=vault.region.code,
+                point=point.id,
+                target=target.name,
+                sub_path=sub,
+            )
+            transaction.on_commit(lambda: _enqueue(job.pk))
+    return job
+
+
+def _enqueue(job_id):
+    from .tasks import run_restore_job_task
+
+    try:
+        run_restore_job_task.delay(job_id)
+    except Exception as exc:  # the broker is down: the job says so
+        log.exception("Cannot enqueue restore job %s", job_id)
+        RestoreJob.objects.filter(pk=job_id, status=RestoreJob.Status.QUEUED).update(
+            status=RestoreJob.Status.FAILED,
+            error=f"The task queue could not be reached: {exc}",
+            finished=timezone.now(),
+        )
+
+
+def _claim(job_id):
+    with transaction.atomic():
+        job = (
+            RestoreJob.objects.select_for_update(of=("self",))
+            .select_related("point__vault__region", "target__region")
+            .filter(pk=job_id)
+            .first()
+        )
+        if job is None or job.status in (RestoreJob.Status.SUCCEEDED, RestoreJob.Status.FAILED):
+            return None
+        now = timezone.now()
+        if job.status == RestoreJob.Status.RUNNING and job.heartbeat and now - job.heartbeat < HEARTBEAT_STALE:
+            return None
+        job.status, job.started, job.heartbeat, job.error = RestoreJob.Status.RUNNING, job.started or now, now, ""
+        job.save(update_fields=["status", "started", "heartbeat", "error"])
+    return job
+
+
+def run_restore_job(job_id):
+    """Run (or finish) a restore job; it ends succeeded with its report, or failed with the reason."""
+    job = _claim(job_id)
+    if job is None:
+        return None
+    try:
+        report = _run(job)
+    except (RestoreFailed, ObjectStoreError, KeyProviderError, CorruptData) as exc:
+        _finish(job, RestoreJob.Status.FAILED, str(exc))
+        return None
+    except Exception as exc:  # never leave a job running with nobody on it
+        log.exception("Restore job %s failed", job_id)
+        _finish(job, RestoreJob.Status.FAILED, f"Unexpected error: {exc.__class__.__name__}: {exc}")
+        return None
+    _finish(job, RestoreJob.Status.SUCCEEDED, "", report)
+    job.refresh_from_db()
+    return job
+
+
+def _finish(job, status, error, report=None):
+    with transaction.atomic():
+        fields = {"status": status, "error": error[:2000], "finished": timezone.now()}
+        if report is not None:
+            fields["report"] = report
+        RestoreJob.objects.filter(pk=job.pk).update(**fields)
+        vault_region = job.target.region.code
+        record_audit(
+            actor=None,
+            action="run_restore",
+            object_type="restore_job",
+            object_id=job.pk,
+            account=job.account,
+            region_code=vault_region,
+            outcome="success" if status == RestoreJob.Status.SUCCEEDED else "failed",
+            reason=error,
+            **({"files": report["files_written"], "bytes": report["bytes_written"]} if report else {}),
+        )
+
+
+def reap_stale_restore_jobs():
+    """Jobs whose worker died end as failed; running them again finishes them."""
+    stale = timezone.now() - HEARTBEAT_STALE
+    return RestoreJob.objects.filter(status=RestoreJob.Status.RUNNING, heartbeat__lt=stale).update(
+        status=RestoreJob.Status.FAILED,
+        finished=timezone.now(),
+        error="The worker running this restore stopped. Start it again: files already restored are kept.",
+    )
+
+
+def select_entries(entries, sub_path, files):
+    """The manifest entries a job restores: all, a sub-tree, or a list of paths."""
+    chosen = []
+    for entry in entries:
+        parts = PurePosixPath(entry["path"]).parts
+        if ".." in parts or entry["path"].startswith("/"):
+            raise RestoreFailed(f"Refusing an unsafe path in the manifest: {entry['path']!r}")
+        path = entry["path"]
+        if files and path not in files:
+            continue
+        if sub_path and not (path == sub_path or path.startswith(sub_path + "/")):
+            continue
+        chosen.append(entry)
+    if (files or sub_path) and not chosen:
+        raise RestoreFailed(f"Nothing in the point matches {sub_path or ', '.join(files)}.")
+    return chosen
+
+
+def _run(job):
+    point, target = job.point, job.target
+    if point is None:
+        raise RestoreFailed("The backup point no longer exists.")
+    reason = restore_refusal(point, target)
+    if reason:
+        raise RestoreFailed(reason)
+    reader = PointReader(point)
+    entries = select_entries(reader.manifest()["entries"], job.sub_path, job.files)
+    data_entries = [e for e in entries if e["type"] in ("file", "object")]
+    RestoreJob.objects.filter(pk=job.pk).update(
+        files_total=len(data_entries), bytes_total=sum(e["size"] for e in data_entries)
+    )
+    stats = {"files_written": 0, "bytes_written": 0, "files_skipped": 0, "skipped": [], "verified": 0}
+
+    def save(progress):
+        RestoreJob.objects.filter(pk=job.pk).update(
+            files_done=progress.files,
+            bytes_done=progress.bytes,
+            bytes_written=stats["bytes_written"],
+            files_skipped=stats["files_skipped"],
+            files_verified=stats["verified"],
+            heartbeat=timezone.now(),
+        )
+
+    progress = Progress(save)
+    if target.is_bucket:
+        _restore_to_bucket(job, reader, data_entries, progress, stats)
+    else:
+        _restore_to_tree(job, reader, entries, progress, stats)
+    progress.tick(force=True)
+    internet = stats["bytes_written"] if target.is_on_premises and target.network == Network.INTERNET else 0
+    RestoreJob.objects.filter(pk=job.pk).update(
+        files_done=progress.files,
+        bytes_done=progress.bytes,
+        bytes_written=stats["bytes_written"],
+        files_skipped=stats["files_skipped"],
+        files_verified=stats["verified"],
+        internet_bytes=internet,
+    )
+    stats["skipped"] = stats["skipped"][:100]
+    stats["internet_bytes"] = internet
+    return stats
+
+
+def _file_hash(path):
+    hasher = blake3.blake3()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def _write_verified(reader, entry, tmp, on_bytes):
+    """Write an entry's data to `tmp`, fsync it and check it against the manifest (rule S4)."""
+    hasher = blake3.blake3()
+    try:
+        with open(tmp, "wb") as f:
+            for data in reader.iter_file(entry):
+                f.write(data)
+                hasher.update(data)
+                on_bytes(len(data))
+            f.flush()
+            os.fsync(f.fileno())
+    except CorruptData as exc:
+        tmp.unlink(missing_ok=True)
+        raise RestoreFailed(
+            f"{entry['path']}: the backup data is damaged ({exc}); nothing was written under its name."
+        ) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if hasher.hexdigest() != entry["hash"]:
+        tmp.unlink(missing_ok=True)
+        raise RestoreFailed(f"{entry['path']}: the restored data does not match its hash; nothing was written.")
+
+
+def _restore_to_tree(job, reader, entries, progress, stats):
+    root = Path(job.target.location)
+    if not root.is_dir():
+        raise RestoreFailed(f"The target directory {root} does not exist.")
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise RestoreFailed(f"The target directory {root} is not writable.")
+    existing = job.existing
+    if existing == Existing.FAIL:
+        clashes = [
+            e["path"]
+            for e in entries
+            if e["type"] != "dir" and (root / e["path"]).exists() and not _already_restored(root / e["path"], e)
+        ]
+        if clashes:
+            raise RestoreFailed(
+                f"{len(clashes)} file(s) already exist in the target, first {clashes[0]}; "
+                "nothing was written. Choose skip or overwrite."
+            )
+    dirs = []
+    for entry in entries:
+        dest = root / entry["path"]
+        kind = entry["type"]
+        try:
+            if kind == "dir":
+                dest.mkdir(parents=True, exist_ok=True)
+                dirs.append((dest, entry))
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(dest):
+                if kind == "file" and _already_restored(dest, entry):
+                    stats["files_skipped"] += 1
+                    stats["skipped"].append({"path": entry["path"], "reason": "already identical"})
+                    progress.add_bytes(entry["size"])
+                    progress.add_file()
+                    continue
+                if existing == Existing.SKIP:
+                    stats["files_skipped"] += 1
+                    stats["skipped"].append({"path": entry["path"], "reason": "exists"})
+                    if kind == "file":
+                        progress.add_bytes(entry["size"])
+                        progress.add_file()
+                    continue
+            tmp = dest.with_name(f".{dest.name}.restore-{job.pk}.part")
+            if kind == "symlink":
+                tmp.unlink(missing_ok=True)
+                os.symlink(entry["target"], tmp)
+                os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
+                os.replace(tmp, dest)
+                continue
+            _write_verified(reader, entry, tmp, progress.add_bytes)
+            os.chmod(tmp, entry["mode"])
+            os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+            os.replace(tmp, dest)
+        except PermissionError as exc:
+            raise RestoreFailed(f"{entry['path']}: cannot write in the target ({exc.strerror}).") from exc
+        except OSError as exc:
+            if isinstance(exc, RestoreFailed):
+                raise
+            raise RestoreFailed(f"{entry['path']}: cannot write in the target ({exc.strerror}).") from exc
+        stats["files_written"] += 1
+        stats["bytes_written"] += entry["size"]
+        stats["verified"] += 1
+        progress.add_file()
+    for dest, entry in reversed(dirs):  # deepest first, so writing inside does not move their mtime again
+        os.chmod(dest, entry["mode"])
+        os.utime(dest, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+
+
+def _already_restored(path, entry):
+    """A file a previous run of the job (or anyone) already wrote with exactly this content."""
+    try:
+        return (
+            entry["type"] == "file"
+            and path.is_file()
+            and not path.is_symlink()
+            and path.stat().st_size == entry["size"]
+            and _file_hash(path) == entry["hash"]
+        )
+    except OSError:
+        return False
+
+
+def _restore_to_bucket(job, reader, entries, progress, stats):
+    target = job.target
+    bucket = oss_bucket(target.region, target.location)
+    existing = job.existing
+    keys = {e["path"]: f"{target.prefix.rstrip('/')}/{e['path']}" if target.prefix else e["path"] for e in entries}
+    if existing == Existing.FAIL:
+        clashes = [path for path, key in keys.items() if bucket.exists(key)]
+        if clashes:
+            raise RestoreFailed(
+                f"{len(clashes)} object(s) already exist in the bucket, first {clashes[0]}; "
+                "nothing was written. Choose skip or overwrite."
+            )
+    work = Path(settings.DATA_DIR) / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        key = keys[entry["path"]]
+        if existing == Existing.SKIP and bucket.exists(key):
+            stats["files_skipped"] += 1
+            stats["skipped"].append({"path": entry["path"], "reason": "exists"})
+            progress.add_bytes(entry["size"])
+            progress.add_file()
+            continue
+        fd, name = tempfile.mkstemp(dir=work, prefix=f"restore-{job.pk}-")
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            _write_verified(reader, entry, tmp, progress.add_bytes)
+            bucket.put_file(key, tmp, entry.get("content_type"))
+        finally:
+            tmp.unlink(missing_ok=True)
+        stats["files_written"] += 1
+        stats["bytes_written"] += entry["size"]
+        stats["verified"] += 1
+        progress.add_file()
