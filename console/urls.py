@@ -6,18 +6,6 @@ from . import views
 
 region_pages = [
     path(
-        "backup-jobs/",
-        views.section,
-        name="backup-jobs",
-        kwargs={"title": "Backup Jobs", "blurb": "Backup jobs of this region will be listed here."},
-    ),
-    path(
-        "restore-jobs/",
-        views.section,
-        name="restore-jobs",
-        kwargs={"title": "Restore Jobs", "blurb": "Restore jobs of this region will be listed here."},
-    ),
-    path(
         "policies/",
         views.section,
         name="policy-center",
@@ -40,6 +28,7 @@ urlpatterns = [
     path("regions/<slug:region>/vaults/", include("vaults.urls")),
     path("regions/<slug:region>/", include("vaults.backup_urls")),
     path("regions/<slug:region>/", include("replication.urls")),
+    path("regions/<slug:region>/", include("restore.urls")),
     path("regions/<slug:region>/", include((region_pages, "console"))),
     path("admin/", admin.site.urls),
 ]

@@ -1,0 +1,53 @@
+"""Restore forms: they parse; the rules are in restore.services."""
+
+from django import forms
+
+from vaults.models import BackupPoint, Vault
+
+from .models import Existing, Network, RestoreTarget, TargetKind
+
+
+class RestoreTargetForm(forms.Form):
+    name = forms.CharField(max_length=64)
+    kind = forms.ChoiceField(label="Kind of resource", choices=TargetKind.choices)
+    location = forms.CharField(
+        label="Directory or bucket",
+        max_length=1024,
+        help_text="A directory the restore worker writes; for an OSS bucket, its name.",
+    )
+    prefix = forms.CharField(label="Prefix (OSS)", max_length=1024, required=False)
+    network = forms.ChoiceField(label="Reached over (on-premises)", choices=Network.choices, initial=Network.INTERNET)
+
+
+class RestoreJobForm(forms.Form):
+    vault = forms.ModelChoiceField(label="Source vault", queryset=Vault.objects.none(), empty_label="Select a vault")
+    point = forms.ModelChoiceField(
+        label="Backup point", queryset=BackupPoint.objects.none(), empty_label="Select a point"
+    )
+    target = forms.ModelChoiceField(
+        label="Restore target", queryset=RestoreTarget.objects.none(), empty_label="Select a target"
+    )
+    sub_path = forms.CharField(label="Only this path (optional)", max_length=1024, required=False)
+    existing = forms.ChoiceField(label="Existing files", choices=Existing.choices, initial=Existing.FAIL)
+
+    def __init__(self, *args, account, region, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["vault"].queryset = Vault.objects.filter(account=account, region=region)
+        vault = self.chosen("vault")
+        if vault is not None:
+            self.fields["point"].queryset = BackupPoint.objects.filter(vault=vault)
+        point = self.chosen("point")
+        if point is not None:
+            from .services import targets_for
+
+            self.fields["target"].queryset = targets_for(point)
+
+    @property
+    def chosen_vault(self):
+        return self.chosen("vault")
+
+    def chosen(self, name):
+        value = (self.data if self.is_bound else self.initial).get(name)
+        if not value:
+            return None
+        return self.fields[name].queryset.filter(pk=getattr(value, "pk", value)).first()

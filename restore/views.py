@@ -1,0 +1,102 @@
+"""Restore Targets and Restore Jobs pages, the Create restore job dialog and its progress."""
+
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
+
+from console.forms import add_service_errors
+from vaults.views import _render, _scoped
+
+from . import services
+from .forms import RestoreJobForm, RestoreTargetForm
+from .models import RestoreJob, RestoreTarget
+
+
+def _done(request, url):
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@_scoped
+def target_list(request, account, region):
+    targets = RestoreTarget.objects.filter(account=account, region=region)
+    return render(request, "restore/target_list.html", {"account": account, "region": region, "targets": targets})
+
+
+@_scoped
+def target_create(request, account, region):
+    form = RestoreTargetForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                services.create_restore_target(actor=request.user, account=account, region=region, **form.cleaned_data)
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                return _done(request, reverse("restore:targets", kwargs={"region": region.code}))
+        status = 422
+    context = {"account": account, "region": region, "form": form, "partial": "target-dialog"}
+    return _render(request, "restore/target_create.html", context, status=status)
+
+
+@_scoped
+def job_list(request, account, region):
+    """Restore Jobs of the region; the table polls while a job is queued or running."""
+    jobs = RestoreJob.objects.filter(account=account, target__region=region).select_related("vault", "target")
+    page = Paginator(jobs, 25).get_page(request.GET.get("page"))
+    active = any(job.is_active for job in page.object_list)
+    context = {"account": account, "region": region, "page": page, "jobs": page.object_list, "active": active}
+    if request.htmx and request.htmx.target == "restore-table":
+        response = render(request, "restore/job_list.html#restore-table", context)
+        if not active:
+            response.status_code = HttpResponseStopPolling.status_code
+        return response
+    return render(request, "restore/job_list.html", context)
+
+
+@_scoped
+def job_create(request, account, region):
+    """Create restore job: vault, then its points, then the targets that fit the point (htmx re-renders)."""
+    submitted = request.method == "POST"
+    form = RestoreJobForm(request.POST if submitted else (request.GET or None), account=account, region=region)
+    status = 200
+    if submitted:
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.start_restore(
+                    actor=request.user,
+                    point=data["point"],
+                    target=data["target"],
+                    sub_path=data["sub_path"],
+                    existing=data["existing"],
+                )
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                return _done(request, reverse("restore:list", kwargs={"region": region.code}))
+        status = 422
+    elif form.is_bound:
+        form.errors.clear()  # a re-render for a changed vault or point is not a submission
+    point = form.chosen("point")
+    context = {
+        "account": account,
+        "region": region,
+        "form": form,
+        "partial": "restore-dialog",
+        "point": point,
+        "refusal_hint": _hint(point, form),
+    }
+    return _render(request, "restore/job_create.html", context, status=status)
+
+
+def _hint(point, form):
+    if point is None:
+        return None
+    if point.tier == "archive":
+        return "This point is in the archive tier: bring it back to the standard tier first (vault page)."
+    if not form.fields["target"].queryset.exists():
+        return "No restore target of the matching kind in this region: register one on the Restore Targets page."
+    return None
