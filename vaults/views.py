@@ -116,6 +116,7 @@ def vault_detail(request, account, region, vault_id):
         "lock_refusal": services.lock_refusal(vault),
         "verify": vault.verify_runs.first(),
         "rep": replication_of([vault])[vault.id],
+        "restore_jobs": vault.restore_jobs.select_related("target")[:5],
     }
     return render(request, "vaults/vault_detail.html", context)
 
