@@ -22,7 +22,7 @@ from vaults.chunkstore import ChunkCodec, manifest_key
 from vaults.keys import vault_keys
 from vaults.models import BackupPoint, Chunk, PointChunk, Tier, VaultStatus, new_point_id
 from vaults.objectstore import region_store
-from vaults.services import initialize_vault_storage
+from vaults.services import initialize_vault_storage, retry_vault_initialization
 from vaults.services.backups import chunk_pks_of, refresh_data_size
 
 from .models import CrossRegionTraffic, ReplicatedPoint, ReplicationPair
@@ -44,6 +44,9 @@ def sync_pair(pair_id):
     if not pair.is_active:
         return pair
     target = pair.target_vault
+    if target.status == VaultStatus.ERROR:  # its storage could not be created: try again with every sync
+        retry_vault_initialization(actor=None, vault=target)
+        target.refresh_from_db()
     if target.status == VaultStatus.INITIALIZING:
         target = initialize_vault_storage(target.id) or target
         target.refresh_from_db()
@@ -153,7 +156,7 @@ def copy_point(pair, copy):
         if bytes(cid) not in present:
             missing[key].append((bytes(cid), offset, length, raw_length))
 
-    writer = PointWriter(target, target_store, target_codec)
+    writer = PointWriter(target, target_store, target_codec, on_pack=lambda size: count_traffic(pair, size))
     try:
         for key, chunks in missing.items():
             for data in _read_chunks(source_store, source_codec, key, chunks):
@@ -170,6 +173,7 @@ def copy_point(pair, copy):
     blob = target_codec.seal_manifest(target_point_id, json.dumps(manifest, separators=(",", ":")).encode())
     target_key = manifest_key(target, target_point_id)
     target_store.put(target_key, blob)
+    count_traffic(pair, len(blob))
     sent += len(blob)
     try:
         return _commit_copy(pair, copy, source_point, target_point_id, target_key, len(blob), refs, sent)
@@ -179,6 +183,14 @@ def copy_point(pair, copy):
         except Exception:  # the orphan manifest is harmless; garbage collection does not need it
             log.warning("Could not remove %s after an aborted commit", target_key)
         raise
+
+
+def count_traffic(pair, size):
+    """Rule B1: bytes count as sent between regions when they reach the target store, committed or not."""
+    with transaction.atomic():
+        ReplicationPair.objects.filter(pk=pair.pk).update(bytes_sent=F("bytes_sent") + size)
+        traffic, _ = CrossRegionTraffic.objects.get_or_create(pair_id=pair.pk, day=timezone.now().date())
+        CrossRegionTraffic.objects.filter(pk=traffic.pk).update(bytes_sent=F("bytes_sent") + size)
 
 
 def _read_chunks(store, codec, pack_key, chunks):
@@ -223,15 +235,14 @@ def _commit_copy(pair, copy, source_point, target_point_id, target_key, manifest
         now = timezone.now()
         row.state, row.target_point, row.committed, row.bytes_sent = ReplicatedPoint.State.COMMITTED, point, now, sent
         row.save(update_fields=["state", "target_point", "committed", "bytes_sent"])
-        updates = {"bytes_sent": F("bytes_sent") + sent}
+        updates = {}
         if row.is_history:
             updates["history_points_done"] = F("history_points_done") + 1
             updates["history_bytes_done"] = F("history_bytes_done") + source_point.size
         if locked.last_replicated is None or source_point.created > locked.last_replicated:
             updates["last_replicated"] = source_point.created
-        ReplicationPair.objects.filter(pk=pair.pk).update(**updates)
-        traffic, _ = CrossRegionTraffic.objects.get_or_create(pair=locked, day=now.date())
-        CrossRegionTraffic.objects.filter(pk=traffic.pk).update(bytes_sent=F("bytes_sent") + sent)
+        if updates:
+            ReplicationPair.objects.filter(pk=pair.pk).update(**updates)
         refresh_data_size(target)
         record_audit(
             actor=None,

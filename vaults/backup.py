@@ -46,7 +46,7 @@ class PointWriter:
     and the store work at the same time with bounded memory.
     """
 
-    def __init__(self, vault, store, codec, threads=2, depth=48):
+    def __init__(self, vault, store, codec, threads=2, depth=48, on_pack=None):
         self.vault = vault
         self.store = store
         self.codec = codec
@@ -61,6 +61,7 @@ class PointWriter:
         self.pool = ThreadPoolExecutor(threads)
         self.uploader = ThreadPoolExecutor(1)
         self.upload = None
+        self.on_pack = on_pack  # called with each stored pack's size (replication counts its traffic)
 
     def submit(self, data):
         """Queue one chunk's plaintext; the returned future gives its `Sealed` (id and size)."""
@@ -134,6 +135,8 @@ class PointWriter:
                 batch_size=2000,
             )
         self.stored_bytes += size
+        if self.on_pack is not None:
+            self.on_pack(size)
 
     def _store_pack(self, buf, pending):
         key = pack_key(self.vault, new_pack_name())
