@@ -111,6 +111,8 @@ def restore_refusal(point, target):
 
 def targets_for(point):
     """The targets a point can be restored to: its vault's region and account, the matching kind."""
+    if point.source_type == SourceType.VMWARE_VM and point.vault.vault_type == VaultType.REPLICATION_TARGET:
+        return RestoreTarget.objects.none()  # rule S3
     return RestoreTarget.objects.filter(
         account=point.vault.account_id, region=point.vault.region_id, kind=KIND_FOR_SOURCE.get(point.source_type)
     )
@@ -240,13 +242,32 @@ def _finish(job, status, error, report=None):
 
 
 def reap_stale_restore_jobs():
-    """Jobs whose worker died end as failed; running them again finishes them."""
+    """Jobs whose worker died end as failed (and audited); running them again finishes them."""
     stale = timezone.now() - HEARTBEAT_STALE
-    return RestoreJob.objects.filter(status=RestoreJob.Status.RUNNING, heartbeat__lt=stale).update(
-        status=RestoreJob.Status.FAILED,
-        finished=timezone.now(),
-        error="The worker running this restore stopped. Start it again: files already restored are kept.",
-    )
+    reaped = []
+    jobs = RestoreJob.objects.filter(status=RestoreJob.Status.RUNNING, heartbeat__lt=stale)
+    for job in jobs.select_related("target__region", "account"):
+        with transaction.atomic():
+            updated = RestoreJob.objects.filter(
+                pk=job.pk, status=RestoreJob.Status.RUNNING, heartbeat__lt=stale
+            ).update(
+                status=RestoreJob.Status.FAILED,
+                finished=timezone.now(),
+                error="The worker running this restore stopped. Start it again: files already restored are kept.",
+            )
+            if updated:
+                record_audit(
+                    actor=None,
+                    action="run_restore",
+                    object_type="restore_job",
+                    object_id=job.pk,
+                    account=job.account,
+                    region_code=job.target.region.code,
+                    outcome="failed",
+                    reason="worker lost",
+                )
+                reaped.append(job.pk)
+    return reaped
 
 
 def select_entries(entries, sub_path, files):
@@ -366,6 +387,7 @@ def _restore_to_tree(job, reader, entries, progress, stats):
     for entry in entries:
         dest = root / entry["path"]
         kind = entry["type"]
+        _check_inside(root, dest, entry)
         try:
             if kind == "dir":
                 dest.mkdir(parents=True, exist_ok=True)
@@ -373,16 +395,17 @@ def _restore_to_tree(job, reader, entries, progress, stats):
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             if os.path.lexists(dest):
-                if kind == "file" and _already_restored(dest, entry):
-                    stats["files_skipped"] += 1
-                    stats["skipped"].append({"path": entry["path"], "reason": "already identical"})
-                    progress.add_bytes(entry["size"])
-                    progress.add_file()
+                if _already_restored(dest, entry):
+                    if kind == "file":
+                        stats["files_skipped"] += 1
+                        stats["skipped"].append({"path": entry["path"], "reason": "already identical"})
+                        progress.add_bytes(entry["size"])
+                        progress.add_file()
                     continue
                 if existing == Existing.SKIP:
-                    stats["files_skipped"] += 1
                     stats["skipped"].append({"path": entry["path"], "reason": "exists"})
                     if kind == "file":
+                        stats["files_skipped"] += 1
                         progress.add_bytes(entry["size"])
                         progress.add_file()
                     continue
@@ -413,8 +436,10 @@ def _restore_to_tree(job, reader, entries, progress, stats):
 
 
 def _already_restored(path, entry):
-    """A file a previous run of the job (or anyone) already wrote with exactly this content."""
+    """A file (or symlink) a previous run of the job, or anyone, already wrote exactly like this."""
     try:
+        if entry["type"] == "symlink":
+            return path.is_symlink() and os.readlink(path) == entry["target"]
         return (
             entry["type"] == "file"
             and path.is_file()
@@ -424,6 +449,16 @@ def _already_restored(path, entry):
         )
     except OSError:
         return False
+
+
+def _check_inside(root, dest, entry):
+    """Never follow a symlink already in the target out of it (the worker may run as root)."""
+    if not dest.parent.resolve().is_relative_to(root.resolve()):
+        raise RestoreFailed(
+            f"{entry['path']}: a symbolic link in the target leads outside it; nothing was written there."
+        )
+    if entry["type"] == "dir" and dest.is_symlink():
+        raise RestoreFailed(f"{entry['path']}: the target holds a symbolic link where the point has a directory.")
 
 
 def _restore_to_bucket(job, reader, entries, progress, stats):

@@ -362,13 +362,14 @@ class S3Bucket:
 
     def exists(self, key):
         try:
-            self._call("head_object", Key=key)
-        except FileNotFoundError:
-            return False
-        except ObjectStoreError as exc:
-            if "Not Found" in str(exc) or "404" in str(exc):
+            self.client.head_object(Bucket=self.name, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                self._call("head_bucket")  # a missing bucket is an error, a missing key is not
                 return False
-            raise
+            raise ObjectStoreError(f"The bucket {self.name} refused head_object: {exc}") from exc
+        except BotoCoreError as exc:
+            raise ObjectStoreError(f"Cannot reach the bucket {self.name}: {exc}") from exc
         return True
 
     def put_file(self, key, path, content_type=None):

@@ -15,13 +15,15 @@ def test_restore_round_trip(make_vault, account, region, tmp_path):
     (src / "top.txt").write_bytes(b"hello\n" * 1000)
     os.symlink("top.txt", src / "link")
     os.chmod(src / "top.txt", 0o640)
-    source = vault_services.create_backup_source(actor=None, account=account, region=region,
-                                                 source_type="ecs-file", name="s", path=str(src))
+    source = vault_services.create_backup_source(
+        actor=None, account=account, region=region, source_type="ecs-file", name="s", path=str(src)
+    )
     point = vault_services.run_backup_job(vault_services.start_backup(actor=None, vault=vault, source=source).pk)
     dest = tmp_path / "dest"
     dest.mkdir()
-    target = services.create_restore_target(actor=None, account=account, region=region, kind="ecs-instance",
-                                            name="ecs", location=str(dest))
+    target = services.create_restore_target(
+        actor=None, account=account, region=region, kind="ecs-instance", name="ecs", location=str(dest)
+    )
     job = services.run_restore_job(services.start_restore(actor=None, point=point, target=target).pk)
     assert job.status == RestoreJob.Status.SUCCEEDED, job.error
     assert (dest / "a" / "b" / "f.bin").read_bytes() == (src / "a" / "b" / "f.bin").read_bytes()

@@ -1,0 +1,181 @@
+"""Restores that cannot finish (rule S4: verified by hash, never a file that looks complete but is not):
+damaged backup data, a target directory that is missing or cannot be written, a missing bucket."""
+
+import os
+
+import pytest
+
+from console.models import AuditLog
+from restore.models import Existing, RestoreJob
+from tests.restore.conftest import (
+    KiB,
+    RawStore,
+    bucket_objects,
+    create_bucket,
+    local_bucket_dir,
+    make_target,
+    part_files,
+    random_bytes,
+    restore,
+    write,
+)
+from vaults.models import Chunk, SourceType
+from vaults.readback import PointReader
+
+FILES = {
+    "a-before.bin": random_bytes(300 * KiB, 71),
+    "b-victim.bin": random_bytes(900 * KiB, 72),
+    "c-after.bin": random_bytes(200 * KiB, 73),
+}
+
+
+def corrupt_chunk_of(point, path, index=1):
+    """Flip one byte inside the stored (sealed) bytes of the index-th chunk of a file, in its pack object."""
+    entry = next(e for e in PointReader(point).manifest()["entries"] if e["path"] == path)
+    assert len(entry["chunks"]) > index
+    chunk_hex = entry["chunks"][index][0]
+    row = Chunk.objects.select_related("pack").get(vault=point.vault, chunk_id=bytes.fromhex(chunk_hex))
+    RawStore(point.vault.region).flip(row.pack.key, row.offset + row.length // 2)
+
+
+def assert_failed_run_audited(job):
+    row = AuditLog.objects.get(action="run_restore", object_id=str(job.pk))
+    assert row.outcome == AuditLog.Outcome.FAILED and row.detail["reason"] == job.error
+
+
+@pytest.mark.parametrize("vault_kind", ["general", "replica"])
+def test_corrupted_chunk_fails_naming_the_file_and_leaves_nothing_under_its_name(
+    store_backend, vault_kind, tmp_path, account, point_of
+):
+    # rule S4: data is verified before it gets its name; the damaged file is named and absent
+    src = tmp_path / "src"
+    for name, data in FILES.items():
+        write(src / name, data)
+    point, point_region = point_of(vault_kind, SourceType.ECS_FILE, path=src)
+    corrupt_chunk_of(point, "b-victim.bin")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    job = restore(point, make_target(account, point_region, "ecs-instance", dest))
+
+    assert job.status == RestoreJob.Status.FAILED
+    assert "b-victim.bin" in job.error and "damaged" in job.error
+    assert not os.path.lexists(dest / "b-victim.bin")
+    assert part_files(dest) == []  # the temporary file of the damaged one is removed too
+    # what was restored before the damaged file is there and correct; nothing else is
+    for name in os.listdir(dest):
+        assert name in FILES and (dest / name).read_bytes() == FILES[name], name
+    assert (dest / "a-before.bin").read_bytes() == FILES["a-before.bin"]
+    assert job.finished is not None and job.report == {}
+    assert_failed_run_audited(job)
+
+
+def test_corrupted_chunk_to_a_bucket_leaves_no_object_under_its_key(store_backend, tmp_path, account, region, point_of):
+    # rule S4: the same for OSS; "overwrite" so the run reaches the data (the clash check is tested elsewhere)
+    source = "src-" + os.urandom(5).hex()
+    if store_backend == "s3":
+        from tests.restore.conftest import s3_raw_client
+
+        client = s3_raw_client()
+        client.create_bucket(Bucket=source)
+        for name, data in FILES.items():
+            client.put_object(Bucket=source, Key=name, Body=data)
+    else:
+        for name, data in FILES.items():
+            write(local_bucket_dir(region, source) / name, data)
+    point, point_region = point_of("general", SourceType.OSS, bucket=source)
+    corrupt_chunk_of(point, "b-victim.bin")
+    dest = create_bucket(store_backend, point_region)
+
+    job = restore(
+        point, make_target(account, point_region, "oss-bucket", dest, prefix="x"), existing=Existing.OVERWRITE
+    )
+
+    assert job.status == RestoreJob.Status.FAILED and "b-victim.bin" in job.error
+    got = bucket_objects(store_backend, point_region, dest)
+    assert "x/b-victim.bin" not in got
+    assert set(got) <= {"x/a-before.bin"} and all(got[k][0] == FILES[k[2:]] for k in got)
+    if store_backend == "local":
+        assert [p.name for p in local_bucket_dir(point_region, dest).rglob("*") if p.is_file()] == [
+            p.split("/")[-1] for p in got
+        ]
+
+
+@pytest.fixture
+def small_point(tmp_path, account, point_of):
+    src = tmp_path / "src"
+    write(src / "a" / "small.json", b'{"k": 1}\n')
+    write(src / "top.bin", random_bytes(50 * KiB, 74))
+    return point_of("general", SourceType.ON_PREMISES_FILE, path=src)
+
+
+def test_target_directory_that_does_not_exist(tmp_path, account, small_point):
+    point, point_region = small_point
+    missing = tmp_path / "no" / "such" / "dir"
+    job = restore(point, make_target(account, point_region, "local-server", missing))
+    assert job.status == RestoreJob.Status.FAILED
+    assert str(missing) in job.error and "does not exist" in job.error
+    assert not (tmp_path / "no").exists()  # not created behind the user's back
+    assert_failed_run_audited(job)
+
+
+def test_target_directory_under_a_regular_file(tmp_path, account, small_point):
+    # the tests run as root, so "not writable" is made by a path that cannot be a directory
+    point, point_region = small_point
+    blocker = write(tmp_path / "blocker", b"i am a file")
+    job = restore(point, make_target(account, point_region, "local-server", blocker / "restore"))
+    assert job.status == RestoreJob.Status.FAILED and str(blocker / "restore") in job.error
+    assert blocker.read_bytes() == b"i am a file"
+    job = restore(point, make_target(account, point_region, "local-server", blocker, name="the-file-itself"))
+    assert job.status == RestoreJob.Status.FAILED and str(blocker) in job.error
+
+
+def test_directory_of_the_point_blocked_by_a_file_in_the_target(tmp_path, account, small_point):
+    # a path of the point cannot be created: the job fails naming it, the blocking file is untouched
+    point, point_region = small_point
+    dest = tmp_path / "dest"
+    write(dest / "a", b"a file where the point has a directory")
+    job = restore(point, make_target(account, point_region, "local-server", dest), existing=Existing.OVERWRITE)
+    assert job.status == RestoreJob.Status.FAILED
+    assert "a" in job.error.split(":")[0] and "cannot write" in job.error
+    assert (dest / "a").read_bytes() == b"a file where the point has a directory"
+    assert part_files(dest) == []
+
+
+@pytest.mark.parametrize("existing", [Existing.FAIL, Existing.OVERWRITE])
+def test_bucket_that_does_not_exist(store_backend, existing, account, region, point_of, tmp_path):
+    source = "src-" + os.urandom(5).hex()
+    if store_backend == "s3":
+        from tests.restore.conftest import s3_raw_client
+
+        s3_raw_client().create_bucket(Bucket=source)
+        s3_raw_client().put_object(Bucket=source, Key="k.txt", Body=b"kay")
+    else:
+        write(local_bucket_dir(region, source) / "k.txt", b"kay")
+    point, point_region = point_of("general", SourceType.OSS, bucket=source)
+    missing = "missing-" + os.urandom(5).hex()
+    job = restore(point, make_target(account, point_region, "oss-bucket", missing), existing=existing)
+    assert job.status == RestoreJob.Status.FAILED
+    assert missing in job.error and "does not exist" in job.error
+    if store_backend == "local":
+        assert not local_bucket_dir(point_region, missing).exists()  # not created by the restore
+    else:
+        names = [b["Name"] for b in s3_raw_client().list_buckets()["Buckets"]]
+        assert missing not in names
+    assert_failed_run_audited(job)
+
+
+@pytest.mark.parametrize("existing", [Existing.FAIL, Existing.OVERWRITE])
+def test_a_symlink_in_the_target_does_not_lead_the_restore_outside_it(existing, tmp_path, account, small_point):
+    # rule S4: a restore writes the point's data into the target, and nowhere else: a directory of the
+    # point that exists in the target as a symlink to elsewhere is not followed
+    point, point_region = small_point
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.chmod(outside, 0o700)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    os.symlink(outside, dest / "a")
+    job = restore(point, make_target(account, point_region, "local-server", dest), existing=existing)
+    assert list(outside.iterdir()) == [], f"the restore wrote outside its target ({job.status}: {job.error})"
+    assert outside.stat().st_mode & 0o777 == 0o700
