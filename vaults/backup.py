@@ -37,16 +37,38 @@ class Sealed:
         self.cid, self.blob, self.raw_length = cid, blob, raw_length
 
 
+BATCH_BYTES = 1024 * 1024
+
+
+class _Batch:
+    __slots__ = ("items", "size", "future")
+
+    def __init__(self):
+        self.items, self.size, self.future = [], 0, None
+
+
+class Slot:
+    """A chunk's place in a batch; `result()` waits for the batch to be sealed."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch, index):
+        self.batch, self.index = batch, index
+
+    def result(self):
+        return self.batch.future.result()[self.index]
+
+
 class PointWriter:
     """Stores the chunks of a new point: each chunk the vault lacks is sealed into a pack.
 
     Sealing (hash, compress, encrypt) runs on a small thread pool while the reader
-    goes on cutting the next chunks (at most `depth` chunks in flight), and a full
+    goes on cutting the next chunks (at most `depth` batches in flight), and a full
     pack is uploaded in the background while the next one fills, so reading, CPU
     and the store work at the same time with bounded memory.
     """
 
-    def __init__(self, vault, store, codec, threads=2, depth=48, on_pack=None):
+    def __init__(self, vault, store, codec, threads=2, depth=8, on_pack=None):
         self.vault = vault
         self.store = store
         self.codec = codec
@@ -58,31 +80,56 @@ class PointWriter:
         self.new_chunks = 0
         self.depth = depth
         self.inflight = deque()
+        self.batch = None
         self.pool = ThreadPoolExecutor(threads)
         self.uploader = ThreadPoolExecutor(1)
         self.upload = None
         self.on_pack = on_pack  # called with each stored pack's size (replication counts its traffic)
 
     def submit(self, data):
-        """Queue one chunk's plaintext; the returned future gives its `Sealed` (id and size)."""
-        future = self.pool.submit(self._seal, data)
-        self.inflight.append(future)
+        """Queue one chunk's plaintext; the returned slot's `result()` gives its `Sealed` (id and size).
+
+        Chunks go to the pool in batches of about 1 MiB: one task per 64 KiB chunk would
+        spend more time in the pool's bookkeeping than in hashing and sealing.
+        """
+        batch = self.batch
+        if batch is None:
+            batch = self.batch = _Batch()
+        batch.items.append(data)
+        batch.size += len(data)
+        slot = Slot(batch, len(batch.items) - 1)
+        if batch.size >= BATCH_BYTES:
+            self._submit_batch()
+        return slot
+
+    def _submit_batch(self):
+        batch, self.batch = self.batch, None
+        if batch is None:
+            return
+        batch.future = self.pool.submit(self._seal_many, batch.items)
+        self.inflight.append(batch)
         while len(self.inflight) > self.depth:
             self._drain_one()
-        return future
+
+    def _seal_many(self, items):
+        return [self._seal(data) for data in items]
 
     def drain(self):
+        self._submit_batch()
         while self.inflight:
             self._drain_one()
 
     def _drain_one(self):
-        self.add_sealed(self.inflight.popleft().result())
+        batch = self.inflight.popleft()
+        for sealed in batch.future.result():
+            self.add_sealed(sealed)
+        batch.items = None
 
     def add(self, data):
         """Store one chunk's plaintext (if new) now; return its id and size."""
-        sealed = self.submit(bytes(data))
+        slot = self.submit(bytes(data))
         self.drain()
-        return sealed.result().cid, len(data)
+        return slot.result().cid, len(data)
 
     def _seal(self, data):
         cid = self.codec.chunk_id(data)
