@@ -96,11 +96,6 @@ class MembershipAdmin(ServiceModelAdmin):
     list_filter = ("role",)
     actions = None
 
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "account":
-            kwargs["queryset"] = Account.objects.filter(pk__in=self.user_account_ids(request))
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
     def has_change_permission(self, request, obj=None):
         return False if obj else super().has_change_permission(request, obj)
 
@@ -123,11 +118,6 @@ class ResourceGroupAdmin(ServiceModelAdmin):
     list_display = ("name", "account", "is_default")
     list_filter = ("is_default",)
     actions = None
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "account":
-            kwargs["queryset"] = Account.objects.filter(pk__in=self.user_account_ids(request))
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def has_change_permission(self, request, obj=None):
         return False if obj else super().has_change_permission(request, obj)

@@ -75,6 +75,16 @@ class ServiceModelAdmin(admin.ModelAdmin):
         self._object_or_404(request, object_id)
         return super().history_view(request, object_id, extra_context)
 
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        """Account choices are the user's accounts; region choices the enabled regions."""
+        from .models import Account, Region
+
+        if db_field.name == "account" and db_field.related_model is Account:
+            kwargs["queryset"] = Account.objects.filter(pk__in=self.user_account_ids(request))
+        elif db_field.name == "region" and db_field.related_model is Region:
+            kwargs["queryset"] = Region.objects.filter(is_enabled=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def user_account_ids(self, request):
         from .models import Account
 

@@ -6,6 +6,7 @@ console is scoped by.
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Account(models.Model):
@@ -127,3 +128,33 @@ class AuditLog(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("The audit log is append-only.")
+
+
+class JobProgress:
+    """Progress figures of a job row with status, bytes_done, bytes_total, started and finished."""
+
+    ACTIVE = ("queued", "running")
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE
+
+    @property
+    def percent(self):
+        if self.status == "succeeded":
+            return 100
+        return min(99, int(100 * self.bytes_done / self.bytes_total)) if self.bytes_total else 0
+
+    @property
+    def rate(self):
+        """Bytes per second so far."""
+        if not self.started:
+            return 0
+        end = self.finished or timezone.now()
+        return self.bytes_done / max((end - self.started).total_seconds(), 1e-3)
+
+    @property
+    def eta_seconds(self):
+        if not self.is_active or not self.rate:
+            return None
+        return max(0, (self.bytes_total - self.bytes_done) / self.rate)

@@ -3,7 +3,6 @@
 from django.contrib import admin
 
 from console.adminsupport import ServiceAdminForm, ServiceModelAdmin
-from console.models import Account, Region
 
 from . import services
 from .models import RestoreJob, RestoreTarget
@@ -24,13 +23,6 @@ class RestoreTargetAdmin(ServiceModelAdmin):
     list_display = ("name", "kind", "account", "region", "location", "network")
     list_filter = ("kind", "region")
     actions = None
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "account":
-            kwargs["queryset"] = Account.objects.filter(pk__in=self.user_account_ids(request))
-        elif db_field.name == "region":
-            kwargs["queryset"] = Region.objects.filter(is_enabled=True)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def has_change_permission(self, request, obj=None):
         return False if obj else super().has_change_permission(request, obj)

@@ -1,9 +1,8 @@
 """Restore targets (the prepared resources of a region) and restore jobs."""
 
 from django.db import models
-from django.utils import timezone
 
-from console.models import Account, Region
+from console.models import Account, JobProgress, Region
 from vaults.models import BackupPoint, SourceType, Vault
 
 
@@ -81,7 +80,7 @@ class Existing(models.TextChoices):
     FAIL = "fail", "Fail if a file exists"
 
 
-class RestoreJob(models.Model):
+class RestoreJob(JobProgress, models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -118,26 +117,3 @@ class RestoreJob(models.Model):
 
     def __str__(self):
         return f"restore job {self.pk} ({self.status})"
-
-    @property
-    def is_active(self):
-        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
-
-    @property
-    def percent(self):
-        if self.status == self.Status.SUCCEEDED:
-            return 100
-        return min(99, int(100 * self.bytes_done / self.bytes_total)) if self.bytes_total else 0
-
-    @property
-    def rate(self):
-        if not self.started:
-            return 0
-        end = self.finished or timezone.now()
-        return self.bytes_done / max((end - self.started).total_seconds(), 1e-3)
-
-    @property
-    def eta_seconds(self):
-        if not self.is_active or not self.rate:
-            return None
-        return max(0, (self.bytes_total - self.bytes_done) / self.rate)

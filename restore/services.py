@@ -23,7 +23,7 @@ from vaults.backup import Progress
 from vaults.chunkstore import CorruptData
 from vaults.keys import KeyProviderError
 from vaults.models import SourceType, Tier, VaultType
-from vaults.objectstore import ObjectStoreError, oss_bucket
+from vaults.objectstore import BUCKET_NAME_RULE, ObjectStoreError, is_valid_bucket_name, oss_bucket
 from vaults.readback import PointReader
 
 from .models import KIND_FOR_SOURCE, Existing, Network, RestoreJob, RestoreTarget, TargetKind
@@ -52,8 +52,8 @@ def create_restore_target(*, actor, account, region, kind, name, location, prefi
         if kind not in TargetKind.values:
             errors["kind"] = f"Unknown kind of restore target {kind!r}."
         elif kind == TargetKind.OSS_BUCKET:
-            if not (3 <= len(location) <= 63) or not all(c.islower() or c.isdigit() or c in "-." for c in location):
-                errors["location"] = "Enter a bucket name: 3 to 63 lowercase letters, digits, dots or hyphens."
+            if not is_valid_bucket_name(location):
+                errors["location"] = BUCKET_NAME_RULE
         elif not location.startswith("/"):
             errors["location"] = "Enter an absolute directory path the restore worker can write."
         if network not in Network.values:

@@ -148,13 +148,6 @@ class KmsKeyAdmin(ServiceModelAdmin):
     search_fields = ("alias", "key_id")
     actions = None
 
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "account":
-            kwargs["queryset"] = Account.objects.filter(pk__in=self.user_account_ids(request))
-        elif db_field.name == "region":
-            kwargs["queryset"] = Region.objects.filter(is_enabled=True)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
     def get_readonly_fields(self, request, obj=None):
         return ("account", "region", "alias", "key_id", "provider", "created") if obj else ()
 
@@ -180,13 +173,6 @@ class BackupSourceAdmin(ServiceModelAdmin):
     list_display = ("name", "source_type", "account", "region", "path", "bucket", "retain_at_least_one")
     list_filter = ("source_type", "region")
     actions = None
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "account":
-            kwargs["queryset"] = Account.objects.filter(pk__in=self.user_account_ids(request))
-        elif db_field.name == "region":
-            kwargs["queryset"] = Region.objects.filter(is_enabled=True)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def has_change_permission(self, request, obj=None):
         return False if obj else super().has_change_permission(request, obj)

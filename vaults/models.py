@@ -7,9 +7,8 @@ wrapping is in `vaults.keys`, object stores in `vaults.objectstore`.
 import secrets
 
 from django.db import models
-from django.utils import timezone
 
-from console.models import Account, Region, ResourceGroup
+from console.models import Account, JobProgress, Region, ResourceGroup
 
 
 def new_vault_id():
@@ -258,7 +257,7 @@ class PointChunk(models.Model):
         return f"{self.point_id} -> {self.chunk_id}"
 
 
-class BackupJob(models.Model):
+class BackupJob(JobProgress, models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -291,34 +290,6 @@ class BackupJob(models.Model):
 
     def __str__(self):
         return f"backup job {self.pk} ({self.status})"
-
-    @property
-    def is_active(self):
-        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
-
-    @property
-    def percent(self):
-        if self.status == self.Status.SUCCEEDED:
-            return 100
-        return min(99, int(100 * self.bytes_done / self.bytes_total)) if self.bytes_total else 0
-
-    @property
-    def elapsed_seconds(self):
-        if not self.started:
-            return 0
-        end = self.finished or timezone.now()
-        return max((end - self.started).total_seconds(), 1e-3)
-
-    @property
-    def rate(self):
-        """Bytes read per second so far."""
-        return self.bytes_done / self.elapsed_seconds if self.started else 0
-
-    @property
-    def eta_seconds(self):
-        if not self.is_active or not self.rate:
-            return None
-        return max(0, (self.bytes_total - self.bytes_done) / self.rate)
 
 
 class VerifyRun(models.Model):

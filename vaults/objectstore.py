@@ -250,6 +250,13 @@ def s3_client(endpoint_url, access_key, secret_key):
     )
 
 
+BUCKET_NAME_RULE = "Enter a bucket name: 3 to 63 lowercase letters, digits, dots or hyphens."
+
+
+def is_valid_bucket_name(name):
+    return 3 <= len(name) <= 63 and all(c.islower() or c.isdigit() or c in "-." for c in name)
+
+
 def oss_bucket(region, bucket):
     """An OSS bucket of a region, as a backup source reads it (and a restore writes it).
 

@@ -40,7 +40,7 @@ from ..models import (
     VaultType,
     new_point_id,
 )
-from ..objectstore import ObjectStoreError, oss_bucket, region_store
+from ..objectstore import BUCKET_NAME_RULE, ObjectStoreError, is_valid_bucket_name, oss_bucket, region_store
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ def create_backup_source(
             errors["source_type"] = f"Unknown data source type {source_type!r}."
         elif source_type == SourceType.OSS:
             bucket = (bucket or "").strip()
-            if not (3 <= len(bucket) <= 63) or not all(c.islower() or c.isdigit() or c in "-." for c in bucket):
-                errors["bucket"] = "Enter a bucket name: 3 to 63 lowercase letters, digits, dots or hyphens."
+            if not is_valid_bucket_name(bucket):
+                errors["bucket"] = BUCKET_NAME_RULE
             path = ""
         else:
             path = (path or "").strip()
