@@ -90,7 +90,11 @@ _test_db = env.get("TEST_DATABASE_NAME", "")
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so a worker process can share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"{_test_db or 'test-console'}.sqlite3")}
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # Writers take the lock when their transaction starts, so a busy worker makes others wait
+    # (up to the timeout) instead of failing at once with "database is locked"; WAL lets readers go on.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        timeout=30, transaction_mode="IMMEDIATE", init_command="PRAGMA journal_mode=WAL;"
+    )
 elif _test_db:
     DATABASES["default"]["TEST"] = {"NAME": _test_db}
 
@@ -148,6 +152,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir / "queue"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        "polling_interval": 0.1,
     }
     for _folder in ("queue", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)

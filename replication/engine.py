@@ -17,7 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from console.services import record_audit
-from vaults.backup import PointWriter
+from vaults.backup import PointWriter, Sealed
 from vaults.chunkstore import ChunkCodec, manifest_key
 from vaults.keys import vault_keys
 from vaults.models import BackupPoint, Chunk, PointChunk, Tier, VaultStatus, new_point_id
@@ -156,11 +156,20 @@ def copy_point(pair, copy):
         if bytes(cid) not in present:
             missing[key].append((bytes(cid), offset, length, raw_length))
 
-    writer = PointWriter(target, target_store, target_codec, on_pack=lambda size: count_traffic(pair, size))
+    def reseal(item):
+        """(chunk id, source blob, size) -> the chunk sealed under the target's key (rule R11: checked first)."""
+        cid, blob, raw_length = item
+        if cid in writer.known or cid in writer.pending:
+            return Sealed(cid, None, raw_length)
+        return Sealed(cid, source_codec.reseal_chunk_for(target_codec, cid, blob, raw_length), raw_length)
+
+    writer = PointWriter(
+        target, target_store, target_codec, on_pack=lambda size: count_traffic(pair, size), sealer=reseal
+    )
     try:
         for key, chunks in missing.items():
-            for data in _read_chunks(source_store, source_codec, key, chunks):
-                writer.submit(data)
+            for item in _read_blobs(source_store, key, chunks):
+                writer.submit(item)
         writer.close()
     except BaseException:
         writer.abort()
@@ -193,14 +202,14 @@ def count_traffic(pair, size):
         CrossRegionTraffic.objects.filter(pk=traffic.pk).update(bytes_sent=F("bytes_sent") + size)
 
 
-def _read_chunks(store, codec, pack_key, chunks):
-    """Plaintext of chunks of one source pack, each checked by tag and id (rule R11)."""
+def _read_blobs(store, pack_key, chunks):
+    """(chunk id, sealed bytes, size) of chunks of one source pack, in one ranged read."""
     chunks.sort(key=lambda c: c[1])
     start = chunks[0][1]
     end = chunks[-1][1] + chunks[-1][2]
     data = store.get_range(pack_key, start, end - start)
     for cid, offset, length, raw_length in chunks:
-        yield codec.open_chunk(cid, data[offset - start : offset - start + length], raw_length)
+        yield cid, data[offset - start : offset - start + length], raw_length
 
 
 def _commit_copy(pair, copy, source_point, target_point_id, target_key, manifest_size, refs, sent):

@@ -3,6 +3,7 @@
 import logging
 
 from celery import shared_task
+from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
 
@@ -16,7 +17,15 @@ from .models import ReplicationPair
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = (ObjectStoreError, KeyProviderError, CorruptData, engine.TargetNotReady, RuntimeError, OSError)
+RETRYABLE = (
+    ObjectStoreError,
+    KeyProviderError,
+    CorruptData,
+    engine.TargetNotReady,
+    RuntimeError,
+    OSError,
+    DatabaseError,
+)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)

@@ -68,7 +68,7 @@ class PointWriter:
     and the store work at the same time with bounded memory.
     """
 
-    def __init__(self, vault, store, codec, threads=2, depth=8, on_pack=None):
+    def __init__(self, vault, store, codec, threads=2, depth=8, on_pack=None, sealer=None):
         self.vault = vault
         self.store = store
         self.codec = codec
@@ -85,6 +85,7 @@ class PointWriter:
         self.uploader = ThreadPoolExecutor(1)
         self.upload = None
         self.on_pack = on_pack  # called with each stored pack's size (replication counts its traffic)
+        self.sealer = sealer or self._seal  # item -> Sealed; replication submits already sealed chunks
 
     def submit(self, data):
         """Queue one chunk's plaintext; the returned slot's `result()` gives its `Sealed` (id and size).
@@ -96,7 +97,7 @@ class PointWriter:
         if batch is None:
             batch = self.batch = _Batch()
         batch.items.append(data)
-        batch.size += len(data)
+        batch.size += len(data) if isinstance(data, bytes) else data[2]
         slot = Slot(batch, len(batch.items) - 1)
         if batch.size >= BATCH_BYTES:
             self._submit_batch()
@@ -112,7 +113,7 @@ class PointWriter:
             self._drain_one()
 
     def _seal_many(self, items):
-        return [self._seal(data) for data in items]
+        return [self.sealer(item) for item in items]
 
     def drain(self):
         self._submit_batch()

@@ -86,6 +86,31 @@ class ChunkCodec:
             raise CorruptData("content does not match the chunk id")
         return data
 
+    def reseal_chunk_for(self, target, chunk_id, blob, raw_length=None):
+        """This vault's sealed chunk, checked (tag and id), sealed again under `target`'s key.
+
+        The compressed payload is kept as it is: a copy costs one decryption, one
+        check and one encryption, not a new compression.
+        """
+        if len(blob) < OVERHEAD or blob[0] not in (RAW, ZSTD):
+            raise CorruptData("malformed blob")
+        header = blob[:1]
+        try:
+            payload = self.aead.decrypt(blob[1 : 1 + NONCE], blob[1 + NONCE :], header + chunk_id)
+        except InvalidTag:
+            raise CorruptData("authentication tag mismatch") from None
+        data = payload
+        if blob[0] == ZSTD:
+            self._compressor()
+            try:
+                data = self.local.decompressor.decompress(payload, max_output_size=raw_length or CHUNK_MAX * 2)
+            except zstandard.ZstdError as exc:
+                raise CorruptData(f"cannot decompress: {exc}") from None
+        if self.chunk_id(data) != chunk_id:
+            raise CorruptData("content does not match the chunk id")
+        nonce = secrets.token_bytes(NONCE)
+        return header + nonce + target.aead.encrypt(nonce, payload, header + chunk_id)
+
     def seal_manifest(self, point_id, data):
         return self.seal(data, b"manifest:" + point_id.encode())
 

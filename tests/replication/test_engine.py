@@ -173,3 +173,21 @@ def test_a_rerun_after_a_crash_sends_only_what_is_missing(source_vault, backup, 
     copy = ReplicatedPoint.objects.get(pair=pair)
     assert copy.bytes_sent < 2000  # only the manifest this time
     assert files_of(copy.target_point) == files_of(point)
+
+
+def test_a_damaged_source_chunk_is_not_copied(source_vault, backup, lrs_region):
+    # rule R11: every chunk is checked (tag and id) before it is sealed for the target
+    from vaults.chunkstore import CorruptData
+    from vaults.models import Pack
+    from vaults.objectstore import region_store
+
+    backup(source_vault)
+    pair = start(source_vault, lrs_region)
+    store = region_store(source_vault.region)
+    pack = Pack.objects.filter(vault=source_vault).first()
+    data = bytearray(store.get(pack.key))
+    data[100] ^= 0x01
+    store.put(pack.key, bytes(data))
+    with pytest.raises(CorruptData):
+        engine.sync_pair(pair.id)
+    assert not BackupPoint.objects.filter(vault=pair.target_vault).exists()
