@@ -23,6 +23,7 @@ CHUNK_MAX = 256 * 1024
 PACK_TARGET = 16 * 1024 * 1024
 
 RAW, ZSTD = 0, 1
+SAMPLE = 4096
 NONCE = 12
 OVERHEAD = 1 + NONCE + 16
 
@@ -52,11 +53,13 @@ class ChunkCodec:
 
     def seal(self, data, aad):
         """flag | nonce | AES-GCM(payload); payload is zstd when it saves at least 1/32."""
-        compressed = self._compressor().compress(data)
-        if len(compressed) < len(data) - (len(data) >> 5):
-            flag, payload = ZSTD, compressed
-        else:
-            flag, payload = RAW, data
+        compressor = self._compressor()
+        flag, payload = RAW, data
+        # A sample that does not compress means random or already compressed data: skip the work.
+        if len(data) <= SAMPLE * 2 or len(compressor.compress(data[:SAMPLE])) < SAMPLE - (SAMPLE >> 5):
+            compressed = compressor.compress(data)
+            if len(compressed) < len(data) - (len(data) >> 5):
+                flag, payload = ZSTD, compressed
         nonce = secrets.token_bytes(NONCE)
         header = bytes((flag,))
         return header + nonce + self.aead.encrypt(nonce, payload, header + aad)  # the flag is authenticated too
