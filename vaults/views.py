@@ -176,16 +176,13 @@ def vault_lock(request, account, region, vault_id):
     form = VaultDeleteForm(request.POST or None)
     status = 200
     if request.method == "POST" and form.is_valid():
-        if form.cleaned_data["confirmation"].strip() != vault.name:
-            form.add_error("confirmation", f"Type the vault's name, {vault.name}, to confirm.")
+        try:
+            services.enable_backup_lock(actor=request.user, vault=vault, confirmation=form.cleaned_data["confirmation"])
+        except ValidationError as exc:
+            add_service_errors(form, exc)
         else:
-            try:
-                services.enable_backup_lock(actor=request.user, vault=vault)
-            except ValidationError as exc:
-                add_service_errors(form, exc)
-            else:
-                url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
-                return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+            url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
+            return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
         status = 422
     context = {
         "account": account,

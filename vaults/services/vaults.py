@@ -325,8 +325,8 @@ def delete_vault(*, actor, vault, confirmation):
             locked.delete()
 
 
-def enable_backup_lock(*, actor, vault):
-    """Rule L1: once on, never off."""
+def enable_backup_lock(*, actor, vault, confirmation=None):
+    """Rule L1: once on, never off; `confirmation` (the vault's name) where a person confirms."""
     from .lifecycle import lock_refusal
 
     with (
@@ -341,6 +341,8 @@ def enable_backup_lock(*, actor, vault):
         transaction.atomic(),
     ):
         locked = Vault.objects.select_for_update().get(pk=vault.pk)
+        if confirmation is not None and confirmation.strip() != locked.name:
+            raise ValidationError({"confirmation": f"Type the vault's name, {locked.name}, to confirm."})
         reason = lock_refusal(locked)
         if reason:
             raise ValidationError(reason)
