@@ -36,9 +36,11 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.bench.bench_backup import change_spots, make_dataset, raw_copy  # noqa: E402  (one data set for all benchmarks)
+
 BIN = Path(sys.executable).parent
-SPOT = 64 * 1024
-WORDS = b"vault replication region backup restore chunk manifest archive retention policy lock ".split()
 # Unset so that the run uses the embedded defaults inside its own data directory.
 UNSET = {
     "DATABASE_URL",
@@ -75,58 +77,6 @@ else:
     pair = {"state": p.state, "error": p.error}
 print(json.dumps({"seconds": seconds, "state": pair["state"], "error": pair["error"], "via": via}))
 """
-
-
-# -- data set (the same generator and change pattern as bench_backup.py) -----------------------------
-
-
-def make_dataset(root, size, rng):
-    root.mkdir(parents=True)
-    written, n = 0, 0
-    sizes = [64 * 1024, 512 * 1024, 4 << 20, 16 << 20, 64 << 20]
-    while written < size:
-        file_size = min(rng.choice(sizes), size - written)
-        sub = root / f"d{n % 7}" / f"e{n % 3}"
-        sub.mkdir(parents=True, exist_ok=True)
-        path = sub / f"f{n:05d}.bin"
-        with open(path, "wb") as f:
-            if n % 2:
-                f.write(os.urandom(file_size))
-            else:
-                line = b" ".join(rng.choice(WORDS) for _ in range(4000)) + b"\n"
-                data = (line * (file_size // len(line) + 1))[:file_size]
-                f.write(data)
-        written += file_size
-        n += 1
-    return n
-
-
-def change_spots(root, fraction, rng):
-    files = sorted(p for p in root.rglob("*.bin") if p.stat().st_size > 2 * SPOT)
-    total = sum(p.stat().st_size for p in root.rglob("*.bin"))
-    spots = max(1, int(total * fraction) // SPOT)
-    changed = 0
-    for _ in range(spots):
-        path = rng.choice(files)
-        size = path.stat().st_size
-        offset = rng.randrange(0, size - SPOT)
-        with open(path, "r+b") as f:
-            f.seek(offset)
-            f.write(os.urandom(SPOT))
-        changed += SPOT
-    return changed
-
-
-def raw_copy(src, dst):
-    start = time.perf_counter()
-
-    def copy_and_sync(s, d):
-        shutil.copy2(s, d)
-        with open(d, "rb") as f:
-            os.fsync(f.fileno())
-
-    shutil.copytree(src, dst, copy_function=copy_and_sync)
-    return time.perf_counter() - start
 
 
 def code_version():
