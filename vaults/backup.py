@@ -68,7 +68,7 @@ class PointWriter:
     and the store work at the same time with bounded memory.
     """
 
-    def __init__(self, vault, store, codec, threads=2, depth=8, on_pack=None, sealer=None):
+    def __init__(self, vault, store, codec, threads=2, depth=8):
         self.vault = vault
         self.store = store
         self.codec = codec
@@ -84,8 +84,6 @@ class PointWriter:
         self.pool = ThreadPoolExecutor(threads)
         self.uploader = ThreadPoolExecutor(1)
         self.upload = None
-        self.on_pack = on_pack  # called with each stored pack's size (replication counts its traffic)
-        self.sealer = sealer or self._seal  # item -> Sealed; replication submits already sealed chunks
 
     def submit(self, data):
         """Queue one chunk's plaintext; the returned slot's `result()` gives its `Sealed` (id and size).
@@ -97,7 +95,7 @@ class PointWriter:
         if batch is None:
             batch = self.batch = _Batch()
         batch.items.append(data)
-        batch.size += len(data) if isinstance(data, bytes) else data[2]
+        batch.size += len(data)
         slot = Slot(batch, len(batch.items) - 1)
         if batch.size >= BATCH_BYTES:
             self._submit_batch()
@@ -113,7 +111,7 @@ class PointWriter:
             self._drain_one()
 
     def _seal_many(self, items):
-        return [self.sealer(item) for item in items]
+        return [self._seal(data) for data in items]
 
     def drain(self):
         self._submit_batch()
@@ -183,8 +181,6 @@ class PointWriter:
                 batch_size=2000,
             )
         self.stored_bytes += size
-        if self.on_pack is not None:
-            self.on_pack(size)
 
     def _store_pack(self, buf, pending):
         key = pack_key(self.vault, new_pack_name())

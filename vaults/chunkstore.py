@@ -89,30 +89,38 @@ class ChunkCodec:
             raise CorruptData("content does not match the chunk id")
         return data
 
-    def reseal_chunk_for(self, target, chunk_id, blob, raw_length=None):
-        """This vault's sealed chunk, checked (tag and id), sealed again under `target`'s key.
+    def reseal_chunk_into(self, target, chunk_id, blob, out):
+        """This vault's sealed chunk, checked (tag and id), sealed again under `target`'s key into `out`.
 
-        The compressed payload is kept as it is: a copy costs one decryption, one
-        check and one encryption, not a new compression.
+        `out` is a writable buffer of the blob's length (a sealed chunk keeps its size). The
+        compressed payload is kept as it is: a copy costs one decryption, one check and one
+        encryption, not a new compression, and the payload goes through a per-thread buffer.
         """
-        if len(blob) < OVERHEAD or blob[0] not in (RAW, ZSTD):
+        size = len(blob) - OVERHEAD
+        if size < 0 or size > CHUNK_MAX or blob[0] not in (RAW, ZSTD) or len(out) != len(blob):
             raise CorruptData("malformed blob")
-        header = blob[:1]
+        scratch = getattr(self.local, "scratch", None)
+        if scratch is None:
+            scratch = self.local.scratch = memoryview(bytearray(CHUNK_MAX))
+        payload = scratch[:size]
+        aad = bytes(blob[:1]) + chunk_id
         try:
-            payload = self.aead.decrypt(blob[1 : 1 + NONCE], blob[1 + NONCE :], header + chunk_id)
+            self.aead.decrypt_into(blob[1 : 1 + NONCE], blob[1 + NONCE :], aad, payload)
         except InvalidTag:
             raise CorruptData("authentication tag mismatch") from None
         data = payload
         if blob[0] == ZSTD:
             self._compressor()
             try:
-                data = self.local.decompressor.decompress(payload, max_output_size=raw_length or CHUNK_MAX * 2)
+                data = self.local.decompressor.decompress(payload, max_output_size=CHUNK_MAX)
             except zstandard.ZstdError as exc:
                 raise CorruptData(f"cannot decompress: {exc}") from None
         if self.chunk_id(data) != chunk_id:
             raise CorruptData("content does not match the chunk id")
         nonce = secrets.token_bytes(NONCE)
-        return header + nonce + target.aead.encrypt(nonce, payload, header + chunk_id)
+        out[0] = blob[0]
+        out[1 : 1 + NONCE] = nonce
+        target.aead.encrypt_into(nonce, payload, aad, out[1 + NONCE :])
 
     def seal_manifest(self, point_id, data):
         return self.seal(data, b"manifest:" + point_id.encode())

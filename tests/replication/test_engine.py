@@ -1,5 +1,7 @@
 """The copy engine through its services, run in-process: history, new points, lifecycle, stop."""
 
+import os
+
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -191,3 +193,64 @@ def test_a_damaged_source_chunk_is_not_copied(source_vault, backup, lrs_region):
     with pytest.raises(CorruptData):
         engine.sync_pair(pair.id)
     assert not BackupPoint.objects.filter(vault=pair.target_vault).exists()
+
+
+def test_a_point_of_many_packs_is_copied_pack_by_pack(source_vault, backup, lrs_region, tree, monkeypatch):
+    # the copy plan groups the missing chunks into target packs of about PACK_TARGET bytes
+    from vaults.models import Pack
+
+    (tree / "more.bin").write_bytes(os.urandom(3_000_000))
+    point = backup(source_vault)
+    monkeypatch.setattr(engine, "PACK_TARGET", 256 * 1024)  # small packs, so that one point needs many
+    pair = engine.sync_pair(start(source_vault, lrs_region).id)
+    packs = list(Pack.objects.filter(vault=pair.target_vault).values_list("size", flat=True))
+    assert len(packs) >= 10 and max(packs) <= 256 * 1024
+    assert sum(packs) + ReplicatedPoint.objects.get(pair=pair).target_point.manifest_size == pair.bytes_sent
+    assert files_of(ReplicatedPoint.objects.get(pair=pair).target_point) == files_of(point)
+    assert verify_vault(pair.target_vault)["problems"] == []
+
+
+def test_a_chunk_that_leaves_the_target_index_before_the_commit_fails_the_copy(source_vault, backup, lrs_region):
+    # rule R11: the target point is committed only if every chunk it names is in the target's index
+    point = backup(source_vault)
+    pair = start(source_vault, lrs_region)
+    copy_chunks = engine.copy_chunks
+
+    def copy_then_lose_one(pair, *args):
+        sent = copy_chunks(pair, *args)
+        Chunk.objects.filter(vault=pair.target_vault).order_by("pk").first().delete()  # as a concurrent sweep would
+        return sent
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "copy_chunks", copy_then_lose_one)
+        with pytest.raises(RuntimeError, match="missing at the target"):
+            engine.sync_pair(pair.id)
+    assert not BackupPoint.objects.filter(vault=pair.target_vault).exists()
+    assert ReplicatedPoint.objects.get(pair=pair).state == ReplicatedPoint.State.PENDING
+    pair = engine.sync_pair(pair.id)  # the next sync copies the lost chunk again and commits
+    assert files_of(ReplicatedPoint.objects.get(pair=pair).target_point) == files_of(point)
+
+
+def test_reseal_checks_tag_and_id_and_seals_under_the_target_key():
+    from types import SimpleNamespace
+
+    from vaults.chunkstore import ChunkCodec, CorruptData
+
+    id_key = os.urandom(32)
+    source = ChunkCodec(SimpleNamespace(data_key=os.urandom(32), chunk_id_key=id_key))
+    target = ChunkCodec(SimpleNamespace(data_key=os.urandom(32), chunk_id_key=id_key))
+    for data in (b"compressible text\n" * 4000, os.urandom(70_000)):
+        cid = source.chunk_id(data)
+        blob = source.seal_chunk(cid, data)
+        out = bytearray(len(blob))
+        source.reseal_chunk_into(target, cid, memoryview(blob), memoryview(out))
+        assert bytes(out) != blob and target.open_chunk(cid, bytes(out)) == data
+        with pytest.raises(CorruptData):
+            source.open_chunk(cid, bytes(out))  # the source's key does not open it
+        tampered = bytearray(blob)
+        tampered[-1] ^= 1
+        with pytest.raises(CorruptData, match="tag"):
+            source.reseal_chunk_into(target, cid, memoryview(tampered), memoryview(out))
+    forged = source.seal_chunk(cid, b"other content")  # a valid tag, but not the content the id names
+    with pytest.raises(CorruptData, match="does not match"):
+        source.reseal_chunk_into(target, cid, memoryview(forged), memoryview(bytearray(len(forged))))

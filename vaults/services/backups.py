@@ -352,7 +352,7 @@ def commit_point(*, job, entries, refs, stored_bytes, codec, store, warnings=())
     try:
         with transaction.atomic():
             locked = Vault.objects.select_for_update().get(pk=vault.pk)
-            chunk_pks = chunk_pks_of(locked, refs)
+            chunk_pks = chunk_pks_of(locked, refs).values()
             if len(chunk_pks) != len(refs):
                 raise BackupFailed("Some chunks left the vault while the backup ran; run the backup again.")
             files = [e for e in entries if e["type"] in ("file", "object")]
@@ -401,13 +401,13 @@ def commit_point(*, job, entries, refs, stored_bytes, codec, store, warnings=())
 
 
 def chunk_pks_of(vault, chunk_ids, batch=1000):
-    """{chunk id -> row id} for the given ids of one vault, in batches."""
+    """{chunk id: row id} of the given ids that the vault holds, in batches."""
     ids = list(chunk_ids)
     found = {}
     for i in range(0, len(ids), batch):
         rows = Chunk.objects.filter(vault=vault, chunk_id__in=ids[i : i + batch]).values_list("chunk_id", "pk")
         found.update((bytes(cid), pk) for cid, pk in rows)
-    return list(found.values())
+    return found
 
 
 def _forget_object(store, key):
