@@ -14,6 +14,9 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     task_ignore_result=True,
     broker_connection_retry_on_startup=True,
+    # A task running when the broker connection drops goes on to its end (its work is kept); every task is
+    # idempotent, so a redelivery of its message after the broker comes back finds the work done.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
 )
 app.conf.beat_schedule = {
     "reap-stale-backup-jobs": {"task": "vaults.tasks.reap_stale_backup_jobs_task", "schedule": 60.0},

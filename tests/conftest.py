@@ -174,7 +174,13 @@ def aws_kms(settings, moto_server):
 
 
 @pytest.fixture
-def celery_worker_process(transactional_db, settings, isolated_stores):
+def broker_url(settings):
+    """The broker of the test worker (and of this process); a test may give it a Redis of its own."""
+    return settings.CELERY_BROKER_URL
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, settings, isolated_stores, broker_url):
     """A real `celery worker` process on a queue of its own, sharing the test database and stores."""
     from console.celery import app
 
@@ -190,7 +196,7 @@ def celery_worker_process(transactional_db, settings, isolated_stores):
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_BROKER_URL": broker_url,
         "OBJECT_STORE_BACKEND": settings.OBJECT_STORE["backend"],
         "OBJECT_STORE_ROOT": settings.OBJECT_STORE["root"],
         "S3_ENDPOINT_URL": settings.OBJECT_STORE["endpoint_url"],
