@@ -4,9 +4,12 @@ Every state change of the product goes through a service function that writes
 one audit row (rule A3); vault actions live in `vaults.services`.
 """
 
+from datetime import timedelta
+
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from .models import Account, AuditLog, Membership, Region, ResourceGroup
 
@@ -56,6 +59,27 @@ class audit_refusals:
         if isinstance(exc, ValidationError):
             record_refusal(action=self.action, error=exc, **self.audit)
         return False
+
+
+# A job still queued after this long has most likely lost its message (a broker restarted without persistence).
+QUEUED_STALE = timedelta(minutes=5)
+
+
+def requeue_lost_jobs(model, enqueue):
+    """Send the message of each long-queued job of `model` again; return their ids.
+
+    Taking a job is atomic, so a second message for a job that was only waiting is
+    harmless. For a queued job, `heartbeat` is when its message was last sent again,
+    so each is sent at most once per QUEUED_STALE.
+    """
+    stale = timezone.now() - QUEUED_STALE
+    waiting = model.objects.filter(status="queued", created__lt=stale).exclude(heartbeat__gte=stale)
+    requeued = []
+    for pk in waiting.values_list("pk", flat=True):
+        if waiting.filter(pk=pk).update(heartbeat=timezone.now()):
+            enqueue(pk)
+            requeued.append(pk)
+    return requeued
 
 
 @transaction.atomic

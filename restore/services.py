@@ -18,7 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from console.services import audit_refusals, record_audit
+from console.services import audit_refusals, record_audit, requeue_lost_jobs
 from vaults.backup import Progress
 from vaults.chunkstore import CorruptData
 from vaults.keys import KeyProviderError
@@ -239,6 +239,11 @@ def _finish(job, status, error, report=None):
             reason=error,
             **({"files": report["files_written"], "bytes": report["bytes_written"]} if report else {}),
         )
+
+
+def requeue_lost_restore_jobs():
+    """Restore jobs whose message was lost are queued again (they would wait for ever)."""
+    return requeue_lost_jobs(RestoreJob, _enqueue)
 
 
 def reap_stale_restore_jobs():

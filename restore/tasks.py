@@ -13,3 +13,4 @@ def run_restore_job_task(job_id):
 @shared_task
 def reap_stale_restore_jobs_task():
     services.reap_stale_restore_jobs()
+    services.requeue_lost_restore_jobs()

@@ -18,6 +18,8 @@ def run_backup_job_task(job_id):
 @shared_task
 def reap_stale_backup_jobs_task():
     services.reap_stale_backup_jobs()
+    services.requeue_lost_backup_jobs()
+    services.requeue_stalled_initializations()
 
 
 @shared_task

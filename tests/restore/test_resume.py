@@ -13,6 +13,7 @@ import pytest
 from django.utils import timezone
 
 from console.models import AuditLog
+from console.services import QUEUED_STALE
 from restore import services
 from restore.models import RestoreJob
 from tests.restore.conftest import (
@@ -125,3 +126,24 @@ def test_a_reaped_job_reports_the_worker_stopped(monkeypatch, tmp_path, account,
     # rule A3: the state change is audited, as the backup jobs' reaper does
     row = AuditLog.objects.filter(action="run_restore", object_id=str(job.pk)).first()
     assert row is not None and row.outcome == AuditLog.Outcome.FAILED
+
+
+def test_a_job_whose_message_was_lost_is_queued_again(monkeypatch, tmp_path, account, point_of, src):
+    # a broker restarted without persistence loses queued messages; the periodic reaper sends them again
+    point, point_region = point_of("general", SourceType.ECS_FILE, path=src)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    target = make_target(account, point_region, "ecs-instance", dest)
+    job = services.start_restore(actor=None, point=point, target=target)
+    sent = []
+    monkeypatch.setattr("restore.services._enqueue", sent.append)  # records what reaches the broker
+    assert services.requeue_lost_restore_jobs() == []  # queued a moment ago: it may just be waiting
+    RestoreJob.objects.filter(pk=job.pk).update(created=timezone.now() - QUEUED_STALE - timedelta(seconds=1))
+    assert services.requeue_lost_restore_jobs() == [job.pk] and sent == [job.pk]
+    assert services.requeue_lost_restore_jobs() == []  # once per period
+    services.run_restore_job(job.pk)  # the worker that gets the message
+    job.refresh_from_db()
+    assert job.status == RestoreJob.Status.SUCCEEDED, job.error
+    assert_tree_equal(snapshot(dest), snapshot(src))
+    RestoreJob.objects.filter(pk=job.pk).update(heartbeat=None)
+    assert services.requeue_lost_restore_jobs() == []  # only queued jobs

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from console.services import audit_refusals, record_audit
+from console.services import audit_refusals, record_audit, requeue_lost_jobs
 
 from ..backup import (
     PointWriter,
@@ -301,6 +301,11 @@ def _parent_entries(vault, source):
     except Exception:  # a damaged parent only costs a full read
         log.warning("Cannot read the manifest of %s; reading every file", point.id, exc_info=True)
         return {}
+
+
+def requeue_lost_backup_jobs():
+    """Backup jobs whose message was lost are queued again (they would wait for ever)."""
+    return requeue_lost_jobs(BackupJob, _enqueue_backup)
 
 
 def reap_stale_backup_jobs():

@@ -1,19 +1,23 @@
-"""Replication while the broker restarts mid-sync: a Redis of the test's own, killed and started again.
+"""The broker restarts: a Redis of the test's own, killed and started again.
 
-The Redis runs without persistence, as this machine's does, so the restart loses every
-queued and unacknowledged message: the sync in flight, and the trigger of a point
-committed while the broker is down. The periodic reconcile (run here as beat would)
-must bring the target in step with no point lost, duplicated or partial, and without
-sending again what was already copied.
+The Redis runs without persistence, as this machine's does, so a restart loses every
+queued and unacknowledged message. Mid-sync, that is the sync in flight and the trigger
+of a point committed while the broker is down: the periodic reconcile (run here as beat
+would) must bring the target in step with no point lost, duplicated or partial, and
+without sending again what was already copied. A backup job or a vault initialization
+whose message is lost is sent again by the periodic reaper.
 """
 
 import os
 import shutil
 import subprocess
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from console.celery import app
+from console.services import QUEUED_STALE
 from replication import services
 from replication.models import ReplicatedPoint, ReplicationPair
 from replication.tasks import reconcile_pairs_task
@@ -21,8 +25,9 @@ from tests.conftest import free_port, wait_for_port, wait_until
 from tests.faults.test_replication_killed import back_up, files_of, indexed_bytes, pair_of
 from vaults import services as vault_services
 from vaults.chunkstore import PACK_TARGET
-from vaults.models import BackupJob, BackupPoint, Tier, Vault
+from vaults.models import BackupJob, BackupPoint, Tier, Vault, VaultStatus
 from vaults.readback import verify_vault
+from vaults.tasks import reap_stale_backup_jobs_task
 
 MiB = 1 << 20
 
@@ -141,3 +146,36 @@ def test_a_broker_restart_mid_sync_loses_and_duplicates_no_point(
     assert verify_vault(Vault.objects.get(pk=target.pk))["problems"] == []
     source_vault.refresh_from_db()
     assert pair.bytes_sent <= source_vault.data_size + PACK_TARGET + MiB  # nothing sent twice but a pack in flight
+
+
+@pytest.mark.worker
+def test_a_job_and_a_vault_initialization_whose_messages_were_lost_are_sent_again(
+    redis_server, celery_worker_process, make_vault, account, region, tmp_path
+):
+    vault = vault_services.initialize_vault_storage(make_vault("lost-job").id)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_bytes(b"queued before the broker restarted\n" * 1000)
+    source = vault_services.create_backup_source(
+        actor=None, account=account, region=region, source_type="ecs-file", name="l", path=str(tmp_path / "data")
+    )
+    celery_worker_process.kill()  # nobody takes the messages before the broker loses them
+    job = vault_services.start_backup(actor=None, vault=vault, source=source)
+    initializing = vault_services.create_vault(actor=None, account=account, region=region, name="lost-init")
+    redis_server.kill()
+    redis_server.start()  # empty: both messages are gone
+    celery_worker_process.start()
+
+    reap_stale_backup_jobs_task()  # queued a moment ago: they may just be waiting, nothing is sent again
+    assert BackupJob.objects.get(pk=job.pk).status == BackupJob.Status.QUEUED
+    long_ago = timezone.now() - QUEUED_STALE - timedelta(seconds=1)
+    BackupJob.objects.filter(pk=job.pk).update(created=long_ago)
+    Vault.objects.filter(pk=initializing.pk).update(updated=long_ago)
+    assert vault_services.requeue_lost_backup_jobs() == [job.pk]
+    assert vault_services.requeue_stalled_initializations() == [initializing.pk]
+    assert vault_services.requeue_lost_backup_jobs() == []  # once per period, not on every pass
+
+    assert wait_until(lambda: not BackupJob.objects.get(pk=job.pk).is_active, timeout=60)
+    job.refresh_from_db()
+    assert job.status == BackupJob.Status.SUCCEEDED, job.error
+    assert BackupPoint.objects.filter(vault=vault).count() == 1
+    assert wait_until(lambda: Vault.objects.get(pk=initializing.pk).status == VaultStatus.NORMAL, timeout=60)
