@@ -69,17 +69,25 @@ def requeue_lost_jobs(model, enqueue):
     """Send the message of each long-queued job of `model` again; return their ids.
 
     Taking a job is atomic, so a second message for a job that was only waiting is
-    harmless. For a queued job, `heartbeat` is when its message was last sent again,
-    so each is sent at most once per QUEUED_STALE.
+    harmless. For a queued job, `heartbeat` is when its message was last sent again.
     """
     stale = timezone.now() - QUEUED_STALE
     waiting = model.objects.filter(status="queued", created__lt=stale).exclude(heartbeat__gte=stale)
-    requeued = []
+    return send_again(waiting, "heartbeat", enqueue)
+
+
+def send_again(waiting, stamp, enqueue):
+    """Enqueue each row of `waiting` that this call claims by setting its `stamp` field to now.
+
+    `waiting` must exclude rows stamped within QUEUED_STALE: a message goes at most once
+    per period, and two reapers running at once do not both send it.
+    """
+    sent = []
     for pk in waiting.values_list("pk", flat=True):
-        if waiting.filter(pk=pk).update(heartbeat=timezone.now()):
+        if waiting.filter(pk=pk).update(**{stamp: timezone.now()}):
             enqueue(pk)
-            requeued.append(pk)
-    return requeued
+            sent.append(pk)
+    return sent
 
 
 @transaction.atomic

@@ -18,11 +18,10 @@ from django.utils import timezone
 
 from console.celery import app
 from console.services import QUEUED_STALE
-from replication import services
 from replication.models import ReplicatedPoint, ReplicationPair
 from replication.tasks import reconcile_pairs_task
 from tests.conftest import free_port, wait_for_port, wait_until
-from tests.faults.test_replication_killed import back_up, files_of, indexed_bytes, pair_of
+from tests.faults.test_replication_killed import big_source, files_of, indexed_bytes, pair_of, replicate
 from vaults import services as vault_services
 from vaults.chunkstore import PACK_TARGET
 from vaults.models import BackupJob, BackupPoint, Tier, Vault, VaultStatus
@@ -93,24 +92,11 @@ def test_a_broker_restart_mid_sync_loses_and_duplicates_no_point(
     redis_server, celery_worker_process, make_vault, account, region, lrs_region, tmp_path
 ):
     # rules R8, R11: no lost, duplicate or partial point; B1: what was copied is not sent again
-    source_vault = vault_services.initialize_vault_storage(make_vault("redis-source").id)
-    tree = tmp_path / "data"
-    tree.mkdir()
-    source = vault_services.create_backup_source(
-        actor=None, account=account, region=region, source_type="ecs-file", name="r", path=str(tree)
-    )
-    for i in range(3):
-        (tree / f"part-{i}.bin").write_bytes(os.urandom(40 * MiB))
-        back_up(source_vault, source)
-    pair = services.start_replication(
-        actor=None,
-        source_vault=source_vault,
-        destination_region=lrs_region,
-        create={"name": "redis-target", "description": "", "resource_group": None},
-    )  # its trigger queues the historical sync on the worker's queue
+    source_vault, source = big_source(make_vault, account, region, tmp_path / "data", "redis-source", mib=40)
+    pair = replicate(source_vault, lrs_region, "redis-target")
     target = pair.target_vault
     # a backup job queued behind the sync (the worker runs one task at a time)
-    (tree / "part-3.bin").write_bytes(os.urandom(10 * MiB))
+    (tmp_path / "data" / "part-3.bin").write_bytes(os.urandom(10 * MiB))
     job = vault_services.start_backup(actor=None, vault=source_vault, source=source)
     assert wait_until(lambda: indexed_bytes(target) > 0, timeout=60, interval=0.005), pair_of(pair.id).error
     redis_server.kill()  # mid-sync: its message, unacknowledged, and the job's are lost with the broker

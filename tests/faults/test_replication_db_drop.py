@@ -5,17 +5,13 @@ or a network cut would; the sync task fails, is retried, and the target ends wit
 point once, byte-identical.
 """
 
-import os
-
 import pytest
 from django.db import connection
 
 from console.models import AuditLog
-from replication import services
 from replication.models import ReplicatedPoint, ReplicationPair
 from tests.conftest import wait_until
-from tests.faults.test_replication_killed import back_up, files_of
-from vaults import services as vault_services
+from tests.faults.test_replication_killed import big_source, files_of, replicate
 from vaults.models import BackupPoint, Chunk
 
 MiB = 1 << 20
@@ -37,27 +33,8 @@ def test_a_dropped_database_connection_mid_sync_loses_and_duplicates_nothing(
     celery_worker_process, make_vault, account, region, lrs_region, tmp_path
 ):
     # rules R8, R11: no lost, duplicate or partial point
-    source_vault = vault_services.initialize_vault_storage(make_vault("db-drop-source").id)
-    tree = tmp_path / "data"
-    tree.mkdir()
-    source = vault_services.create_backup_source(
-        actor=None, account=account, region=region, source_type="ecs-file", name="d", path=str(tree)
-    )
-    for i in range(3):
-        (tree / f"part-{i}.bin").write_bytes(os.urandom(40 * MiB))
-        back_up(source_vault, source)
-    pair = services.start_replication(
-        actor=None,
-        source_vault=source_vault,
-        destination_region=lrs_region,
-        create={
-            "name": "db-drop-target",
-            "description": "",
-            "resource_group": None,
-            "encryption_method": None,
-            "kms_key": None,
-        },
-    )
+    source_vault, _ = big_source(make_vault, account, region, tmp_path / "data", "db-drop-source", mib=40)
+    pair = replicate(source_vault, lrs_region, "db-drop-target")
     target = pair.target_vault
     assert wait_until(lambda: Chunk.objects.filter(vault=target).count() > 0, timeout=60, interval=0.02)
     assert terminate_other_connections() >= 1

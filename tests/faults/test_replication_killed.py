@@ -33,6 +33,30 @@ def back_up(vault, source):
     return BackupPoint.objects.get(pk=job.point_id)
 
 
+def big_source(make_vault, account, region, tree, name, *, points=3, mib=50):
+    """A source vault with `points` points, each adding `mib` MiB of random (incompressible) data; and its source."""
+    source_vault = vault_services.initialize_vault_storage(make_vault(name).id)
+    tree.mkdir()
+    source = vault_services.create_backup_source(
+        actor=None, account=account, region=region, source_type="ecs-file", name=name, path=str(tree)
+    )
+    for n in range(points):
+        for i in range(mib // 10):
+            (tree / f"p{n}-{i}.bin").write_bytes(os.urandom(10 * MiB))
+        back_up(source_vault, source)
+    return source_vault, source
+
+
+def replicate(source_vault, region, target_name):
+    """Start replication to a new target; its trigger queues the historical sync on the worker's queue."""
+    return services.start_replication(
+        actor=None,
+        source_vault=source_vault,
+        destination_region=region,
+        create={"name": target_name, "description": "", "resource_group": None},
+    )
+
+
 def stored_object_bytes(vault):
     """Every complete object of the vault in its region's (local) store: what really reached the region."""
     store = region_store(vault.region)
@@ -52,27 +76,12 @@ def test_killed_sync_resumes_without_resending_and_leaves_no_partial_point(
     celery_worker_process, make_vault, account, region, lrs_region, tmp_path
 ):
     # rules R8, R11 (no partial point, same data verified by hash), B1 (bytes sent once)
-    source_vault = vault_services.initialize_vault_storage(make_vault("big-source").id)
-    tree = tmp_path / "data"
-    tree.mkdir()
-    source = vault_services.create_backup_source(
-        actor=None, account=account, region=region, source_type="ecs-file", name="big", path=str(tree)
-    )
-    points = []
-    for n in range(3):  # three points, each adding 50 MiB of random (incompressible) data
-        for i in range(5):
-            (tree / f"p{n}-{i}.bin").write_bytes(os.urandom(10 * MiB))
-        points.append(back_up(source_vault, source))
+    source_vault, _ = big_source(make_vault, account, region, tmp_path / "data", "big-source")
     source_vault.refresh_from_db()
     source_stored = source_vault.data_size
     assert source_stored >= 150 * MiB
 
-    pair = services.start_replication(
-        actor=None,
-        source_vault=source_vault,
-        destination_region=lrs_region,
-        create={"name": "big-target", "description": "", "resource_group": None},
-    )  # its trigger queues the historical sync on the worker's queue
+    pair = replicate(source_vault, lrs_region, "big-target")
     target = pair.target_vault
     assert wait_until(
         lambda: 48 * MiB <= indexed_bytes(target) <= source_stored - 48 * MiB, timeout=40, interval=0.005

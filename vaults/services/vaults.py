@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from console.models import ResourceGroup
-from console.services import QUEUED_STALE, audit_refusals, record_audit
+from console.services import QUEUED_STALE, audit_refusals, record_audit, send_again
 
 from ..keys import KeyProviderError, kms_provider, new_data_key, wrap_data_key
 from ..models import EncryptionMethod, KmsKey, Vault, VaultStatus, VaultType, new_vault_id
@@ -161,12 +161,7 @@ def requeue_stalled_initializations():
     """Vaults still Initializing after QUEUED_STALE lost their task's message: it is sent again (once per period)."""
     stale = timezone.now() - QUEUED_STALE
     stalled = Vault.objects.filter(status=VaultStatus.INITIALIZING, updated__lt=stale)
-    requeued = []
-    for pk in stalled.values_list("pk", flat=True):
-        if stalled.filter(pk=pk).update(updated=timezone.now()):
-            _enqueue_initialization(pk)
-            requeued.append(pk)
-    return requeued
+    return send_again(stalled, "updated", _enqueue_initialization)
 
 
 def _transition(vault_id, *, allowed_from, to, reason=""):
