@@ -42,6 +42,7 @@ clean:
 bench: $(VENV)/.installed-test
 	$(PY) tests/bench/bench_backup.py $(BENCH_ARGS)
 	$(PY) tests/bench/bench_replication.py $(BENCH_ARGS) $(BENCH_REPLICATION_ARGS)
+	$(PY) tests/bench/bench_restore.py $(BENCH_ARGS)
 
 # Replication: full sync, incremental sync, and lag with a real worker (one JSON line per figure).
 # BENCH_ARGS=--size-mb N is shared with `bench`; BENCH_REPLICATION_ARGS="--lag-seconds 30" for a quick run.

@@ -8,6 +8,7 @@ import functools
 import os
 import shutil
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -132,6 +133,20 @@ class LocalRegionStore:
             str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.endswith(".tmp")
         )
 
+    def list_objects(self, prefix):
+        """(key, last modified) of every object under `prefix`, the temporary files of torn writes too."""
+        base = self.root / prefix
+        if not base.exists():
+            return []
+        try:
+            return [
+                (str(p.relative_to(self.root)), datetime.fromtimestamp(p.stat().st_mtime, UTC))
+                for p in base.rglob("*")
+                if p.is_file()
+            ]
+        except OSError as exc:
+            raise ObjectStoreError(f"Cannot list {prefix} in {self}: {exc.strerror}") from exc
+
     def delete_prefix(self, prefix):
         target = self._path(prefix)
         if target == self.root.resolve():
@@ -220,13 +235,17 @@ class S3RegionStore:
             raise ObjectStoreError(f"Cannot reach {self}: {exc}") from exc
 
     def list_keys(self, prefix):
+        return sorted(key for key, _ in self.list_objects(prefix))
+
+    def list_objects(self, prefix):
+        """(key, last modified) of every object under `prefix`."""
         try:
             paginator = self.client.get_paginator("list_objects_v2")
-            return sorted(
-                obj["Key"]
+            return [
+                (obj["Key"], obj["LastModified"])
                 for page in paginator.paginate(Bucket=self.bucket_name, Prefix=prefix)
                 for obj in page.get("Contents", [])
-            )
+            ]
         except (ClientError, BotoCoreError) as exc:
             raise ObjectStoreError(f"Cannot list {prefix} in {self}: {exc}") from exc
 

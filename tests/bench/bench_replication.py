@@ -467,7 +467,7 @@ def bench_lag(args, work, env):
             "ReplicatedPoint.committed (target commit) - AuditLog(action='commit_point').created of the source "
             "point (source commit), per point; percentiles are nearest-rank"
         ),
-        "setup": "filesystem broker (1 s polling), celery worker -Q <own queue>, no beat (no periodic reconcile)",
+        "setup": "filesystem broker (0.1 s polling), celery worker -Q <own queue>, no beat (no periodic reconcile)",
         "code": args.code,
     }
     if failed:

@@ -170,3 +170,37 @@ def test_repacking_shrinks_packs_left_mostly_empty(vault, account, region, tmp_p
     assert vault.data_size == store_bytes(vault)
     assert vault.data_size < 5 * 100_000 * 1.2
     assert verify_vault(vault)["problems"] == []
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_objects_no_row_names_are_swept_once_old(request, backend, vault, make_vault, account, region, tree):
+    # a worker killed between an upload and its index row leaves an orphan: garbage collection removes it
+    from vaults.services import backups
+
+    if backend == "s3":
+        request.getfixturevalue("s3_stores")
+        vault = services.initialize_vault_storage(make_vault("s3-sweep").id)
+    point = backup(vault, source_of(account, region, tree))
+    store = objectstore.region_store(vault.region)
+    before = set(store.list_keys(vault.storage_prefix))
+    orphans = [f"{vault.storage_prefix}packs/ab/{'ab' * 16}", f"{vault.storage_prefix}manifests/p-orphan"]
+    for key in orphans:
+        store.put(key, os.urandom(1000))
+    if backend == "local":  # a torn write: the temporary file of a put that never finished
+        torn = store.root / f"{vault.storage_prefix}packs/cd/.{'cd' * 16}.0123.tmp"
+        torn.parent.mkdir(parents=True, exist_ok=True)
+        torn.write_bytes(b"half a pack")
+    assert services.collect_garbage(vault.id)["orphans"] == 0  # young: maybe a worker about to index it
+    assert set(orphans) <= set(store.list_keys(vault.storage_prefix))
+
+    if backend == "local":
+        old = (timezone.now() - backups.ORPHAN_AGE - timedelta(minutes=1)).timestamp()
+        for path in [store.root / key for key in orphans] + [torn]:
+            os.utime(path, (old, old))
+    else:  # S3 sets LastModified itself: here every object is old enough
+        request.getfixturevalue("monkeypatch").setattr(backups, "ORPHAN_AGE", timedelta(0))
+    assert services.collect_garbage(vault.id)["orphans"] == (3 if backend == "local" else 2)
+    assert set(store.list_keys(vault.storage_prefix)) == before
+    if backend == "local":
+        assert not torn.exists()
+    assert verify_vault(vault)["problems"] == [] and BackupPoint.objects.filter(pk=point.pk).exists()
