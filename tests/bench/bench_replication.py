@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench.bench_backup import change_spots, make_dataset, raw_copy  # noqa: E402  (one data set for all benchmarks)
+from tests.bench.bench_backup import change_spots, make_dataset, timed_raw_copy  # noqa: E402  (one data set for all benchmarks)
 
 BIN = Path(sys.executable).parent
 # Unset so that the run uses the embedded defaults inside its own data directory.
@@ -93,15 +93,6 @@ def code_version():
     except OSError:
         return None
     return head.stdout.strip() + ("+modified" if dirty.stdout.strip() else "") if head.returncode == 0 else None
-
-
-def timed_raw_copy(src, dst):
-    """Seconds of one reference copy (copytree + fsync), from a synced disk; the copy is removed after."""
-    os.sync()
-    seconds = raw_copy(src, dst)
-    shutil.rmtree(dst)
-    os.sync()
-    return seconds
 
 
 def tree_bytes(root):
