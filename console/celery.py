@@ -25,5 +25,6 @@ app.conf.beat_schedule = {
     "archive-due-points": {"task": "vaults.tasks.archive_due_points_task", "schedule": 3600.0},
     "reap-stale-restore-jobs": {"task": "restore.tasks.reap_stale_restore_jobs_task", "schedule": 60.0},
     "reconcile-replication": {"task": "replication.tasks.reconcile_pairs_task", "schedule": 60.0},
+    "note-storage-usage": {"task": "vaults.tasks.note_storage_usage_task", "schedule": 3600.0},
 }
 app.autodiscover_tasks()

@@ -4,7 +4,10 @@ Vaults and their keys live in `vaults`; this app holds what every page of the
 console is scoped by.
 """
 
+from decimal import Decimal
+
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
@@ -61,6 +64,12 @@ class ResourceGroup(models.Model):
         return self.name
 
 
+def price_field(verbose_name, default, help_text=""):
+    return models.DecimalField(
+        verbose_name, max_digits=12, decimal_places=6, default=Decimal(default), help_text=help_text
+    )
+
+
 class Region(models.Model):
     """Rule G1: a code, a display name, an object store of its own, two flags."""
 
@@ -81,6 +90,14 @@ class Region(models.Model):
     )
     store_endpoint_url = models.CharField(
         max_length=255, blank=True, help_text="S3 endpoint of this region; empty for the deployment default."
+    )
+    # Rule B3: prices are configuration, per region, in settings.BILLING_CURRENCY.
+    storage_price = price_field("storage price per GB-month", "0.02")
+    replication_price = price_field(
+        "cross-region replication traffic price per GB", "0.05", "Billed in the source vault's region."
+    )
+    internet_price = price_field(
+        "Internet outbound traffic price per GB", "0.09", "Restores to on-premises targets over the Internet."
     )
 
     class Meta:
@@ -112,7 +129,7 @@ class AuditLog(models.Model):
     object_id = models.CharField(max_length=64, blank=True)
     action = models.CharField(max_length=64)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.SUCCESS)
-    detail = models.JSONField(default=dict, blank=True)
+    detail = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)  # prices are Decimals
 
     class Meta:
         ordering = ["-created", "-id"]

@@ -158,6 +158,9 @@ REGION_FIELDS = (
     "store_backend",
     "store_location",
     "store_endpoint_url",
+    "storage_price",
+    "replication_price",
+    "internet_price",
 )
 
 

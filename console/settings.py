@@ -142,6 +142,9 @@ SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# Rule B3: charges are shown in this currency; prices are per region (admin -> Regions).
+BILLING_CURRENCY = env.get("BILLING_CURRENCY", "USD")
+
 # Celery: Redis in a real deployment; a broker on the local disk embedded.
 CELERY_BROKER_URL = env.get("CELERY_BROKER_URL") or "filesystem://localhost/"
 CELERY_BROKER_TRANSPORT_OPTIONS = {}

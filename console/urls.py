@@ -11,12 +11,7 @@ region_pages = [
         name="policy-center",
         kwargs={"title": "Policy Center", "blurb": "Backup policies of this region will be listed here."},
     ),
-    path(
-        "usage/",
-        views.section,
-        name="usage",
-        kwargs={"title": "Usage & Billing", "blurb": "Storage and traffic usage of this region will be shown here."},
-    ),
+    path("usage/", views.usage, name="usage"),
     path("audit-log/", views.audit_log, name="audit-log"),
 ]
 

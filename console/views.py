@@ -6,6 +6,7 @@ from django.http import HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from . import billing
 from .selectors import SESSION_ACCOUNT_KEY, accounts_of, audit_log_of, current_account, enabled_regions, region_or_404
 
 
@@ -53,3 +54,21 @@ def audit_log(request, region):
         return no_account(request, region)
     page = Paginator(audit_log_of(account, region), 50).get_page(request.GET.get("page"))
     return render(request, "console/audit_log.html", {"region": region, "account": account, "page": page})
+
+
+@login_required
+def usage(request, region):
+    """Rule B3: usage and the resulting charges per vault and per day, for one month."""
+    account, region = console_scope(request, region)
+    if account is None:
+        return no_account(request, region)
+    context = {"region": region, "account": account}
+    try:
+        month = billing.parse_month(request.GET.get("month", ""))
+    except billing.BadMonth as exc:
+        context["error"] = str(exc)
+        month, status = billing.parse_month(""), 400
+    else:
+        status = 200
+    context["usage"] = billing.month_usage(account, region, month)
+    return render(request, "console/usage.html", context, status=status)

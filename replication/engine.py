@@ -177,7 +177,9 @@ def count_traffic(pair, size):
     """Rule B1: bytes count as sent between regions when they reach the target store, committed or not."""
     with transaction.atomic():
         ReplicationPair.objects.filter(pk=pair.pk).update(bytes_sent=F("bytes_sent") + size)
-        traffic, _ = CrossRegionTraffic.objects.get_or_create(pair_id=pair.pk, day=timezone.now().date())
+        traffic, _ = CrossRegionTraffic.objects.get_or_create(
+            pair_id=pair.pk, day=timezone.now().date(), defaults={"region_id": pair.source_vault.region_id}
+        )
         CrossRegionTraffic.objects.filter(pk=traffic.pk).update(bytes_sent=F("bytes_sent") + size)
 
 

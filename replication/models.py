@@ -10,7 +10,7 @@ import secrets
 from django.db import models
 from django.utils import timezone
 
-from console.models import Account
+from console.models import Account, Region
 from vaults.models import BackupPoint, Vault
 
 
@@ -138,6 +138,9 @@ class CrossRegionTraffic(models.Model):
     """Bytes sent between regions per pair and day (rule B1)."""
 
     pair = models.ForeignKey(ReplicationPair, on_delete=models.CASCADE, related_name="traffic")
+    region = models.ForeignKey(
+        Region, null=True, on_delete=models.PROTECT, related_name="+", help_text="The source's: billed there."
+    )
     day = models.DateField()
     bytes_sent = models.BigIntegerField(default=0)
 

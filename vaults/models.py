@@ -317,3 +317,23 @@ class VerifyRun(models.Model):
     @property
     def is_active(self):
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+
+class StorageUsage(models.Model):
+    """A vault's largest Storage Vault Data Size of a day (UTC): what its storage is billed on (rule B1).
+
+    Kept when the vault is deleted (the label says which it was), so past days stay billed.
+    """
+
+    vault = models.ForeignKey(Vault, null=True, on_delete=models.SET_NULL, related_name="storage_usage")
+    vault_label = models.CharField(max_length=140)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="storage_usage")
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="storage_usage")
+    day = models.DateField()
+    peak_bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["vault", "day"], name="one_usage_row_per_vault_day")]
+
+    def __str__(self):
+        return f"{self.vault_label} {self.day}: {self.peak_bytes}"

@@ -31,6 +31,11 @@ def collect_garbage_task():
 
 
 @shared_task
+def note_storage_usage_task():
+    services.note_storage_usage_of_all_vaults()
+
+
+@shared_task
 def expire_points_task():
     services.expire_points()
 

@@ -1,5 +1,7 @@
 """Small display filters shared by the console's templates."""
 
+from decimal import Decimal
+
 from django import template
 from django.template.defaultfilters import filesizeformat
 
@@ -24,3 +26,9 @@ def duration(seconds):
 @register.filter
 def rate(bytes_per_second):
     return f"{filesizeformat(bytes_per_second)}/s" if bytes_per_second else "—"
+
+
+@register.filter
+def money(value):
+    """A charge: four decimals, so that small usage does not show as nothing."""
+    return f"{Decimal(value).quantize(Decimal('0.0001')):,}"

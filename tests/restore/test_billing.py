@@ -1,10 +1,25 @@
-"""Restore traffic and billing (rule B2)."""
+"""Restore traffic and billing (rule B2), and the usage and charges the console shows (rules B1-B3)."""
+
+import calendar
+import json
+from datetime import date
+from decimal import Decimal
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from django.utils import timezone
 
-from restore.models import Existing, Network
+from console import billing
+from console.billing import GB
+from console.models import Region
+from replication.models import CrossRegionTraffic, ReplicationPair
+from restore.models import Existing, Network, RestoreJob
 from tests.restore.conftest import KiB, make_target, random_bytes, restore_ok, write
-from vaults.models import SourceType
+from vaults import services as vault_services
+from vaults.models import SourceType, StorageUsage
+from vaults.tasks import note_storage_usage_task
 
 DATA = {"one.bin": random_bytes(120 * KiB, 81), "two/two.bin": random_bytes(80 * KiB, 82), "empty": b""}
 TOTAL = sum(len(d) for d in DATA.values())
@@ -75,3 +90,90 @@ def test_on_premises_from_a_replica_over_the_internet(tmp_path, account, point_o
     dest.mkdir()
     job = restore_ok(point, make_target(account, point_region, "local-server", dest))
     assert job.is_free is True and job.internet_bytes == TOTAL
+
+
+# -- rule B3: the Usage & Billing page and the `usage` command -------------------------------------
+
+
+def expected_charges(account, region):
+    """This month's charges computed straight from the recorded usage and the region's prices."""
+    days = calendar.monthrange(*timezone.now().timetuple()[:2])[1]
+    storage = sum(StorageUsage.objects.filter(account=account, region=region).values_list("peak_bytes", flat=True))
+    traffic = sum(CrossRegionTraffic.objects.filter(region=region).values_list("bytes_sent", flat=True))
+    restores = RestoreJob.objects.filter(target__region=region, is_free=False)
+    internet = sum(restores.values_list("internet_bytes", flat=True))
+    return (
+        Decimal(storage) / GB * region.storage_price / days,
+        Decimal(traffic) / GB * region.replication_price,
+        Decimal(internet) / GB * region.internet_price,
+    )
+
+
+def test_usage_page_charges_storage_replication_and_outbound_per_vault_and_day(
+    tmp_path, account, region, point_of, src, alice, other_user, client
+):
+    # rules B1-B3: storage on each day's largest Storage Vault Data Size, traffic on the bytes sent
+    # between regions (in the source's region), outbound on a restore over the Internet; prices per region
+    Region.objects.filter(pk=region.pk).update(storage_price=3, replication_price=7, internet_price=11)
+    region.refresh_from_db()
+    general, _ = point_of("general", SourceType.ON_PREMISES_FILE, path=src)
+    (tmp_path / "dest").mkdir()
+    outbound = restore_ok(general, make_target(account, region, "local-server", tmp_path / "dest"))
+    replica, replica_region = point_of("replica", SourceType.ECS_FILE, path=src)
+    pair = ReplicationPair.objects.get(target_vault=replica.vault)
+    assert outbound.internet_bytes == TOTAL and pair.bytes_sent > 0
+    assert CrossRegionTraffic.objects.get(pair=pair).region == region  # billed where the source is
+    for vault in (general.vault, pair.source_vault, replica.vault):
+        vault.refresh_from_db()
+        assert StorageUsage.objects.get(vault=vault).peak_bytes == vault.data_size > 0
+
+    usage = billing.month_usage(account, region, billing.parse_month(""))
+    storage, traffic, internet = expected_charges(account, region)
+    assert abs(usage.total.storage_charge - storage) < Decimal("0.00001")
+    assert abs(usage.total.traffic_charge - traffic) < Decimal("0.00001")
+    assert abs(usage.total.internet_charge - internet) < Decimal("0.00001")
+    by_vault = {line.vault.pk: line for line in usage.vaults}
+    assert set(by_vault) == {general.vault_id, pair.source_vault_id}  # the target's storage is billed in its region
+    assert by_vault[general.vault_id].internet_bytes == TOTAL and by_vault[pair.source_vault_id].traffic_bytes > 0
+    today = [line for day, line in usage.days if day == timezone.now().date()][0]
+    assert today.total == usage.total.total and len(usage.days) == timezone.now().day
+
+    page = alice.get(reverse("console:usage", args=[region.code]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert general.vault.name in html and pair.source_vault.name in html
+    assert f"{usage.total.total.quantize(Decimal('0.0001')):,} USD" in html
+    assert "per GB-month" in html and "restores from a Replication Target vault into its region are free" in html
+    target_page = alice.get(reverse("console:usage", args=[replica_region.code])).content.decode()
+    assert replica.vault.name in target_page and pair.source_vault.name not in target_page
+
+    out = StringIO()
+    call_command("usage", "--account", account.slug, "--region", region.code, "--json", stdout=out)
+    assert json.loads(out.getvalue())["total"]["total"] == str(usage.total.total)
+
+    client.force_login(other_user)  # another account sees none of it
+    assert general.vault.name not in client.get(reverse("console:usage", args=[region.code])).content.decode()
+
+
+def test_storage_is_billed_on_the_day_peak_and_counted_every_day(account, point_of, src):
+    point, region = point_of("general", SourceType.ON_PREMISES_FILE, path=src)
+    vault = point.vault
+    vault.refresh_from_db()
+    peak = vault.data_size
+    vault_services.delete_point(actor=None, point=point)
+    vault.refresh_from_db()
+    assert vault.data_size < peak and StorageUsage.objects.get(vault=vault).peak_bytes == peak
+    StorageUsage.objects.all().delete()  # a new day, on which nothing changed the vault
+    note_storage_usage_task()
+    assert StorageUsage.objects.get(vault=vault).peak_bytes == vault.data_size
+
+
+def test_usage_refuses_a_bad_month_and_pages_between_months(alice, account, region):
+    page = alice.get(reverse("console:usage", args=[region.code]), {"month": "2026-13"})
+    assert page.status_code == 400 and "is not a month: use YYYY-MM" in page.content.decode()
+    page = alice.get(reverse("console:usage", args=[region.code]), {"month": "2024-02"})
+    assert page.status_code == 200 and "February 2024" in page.content.decode()
+    assert "?month=2024-01" in page.content.decode() and "?month=2024-03" in page.content.decode()
+    assert page.context["usage"].days[0][0] == date(2024, 2, 29)  # every day of a past month, newest first
+    with pytest.raises(CommandError, match="not a month"):
+        call_command("usage", "--account", account.slug, "--region", region.code, "--month", "soon")

@@ -1,5 +1,7 @@
 """The admin goes through the same services: it cannot break a vault rule either."""
 
+from decimal import Decimal
+
 import pytest
 
 from console.models import AuditLog, Region
@@ -97,6 +99,9 @@ def test_admin_adds_disables_and_repoints_a_region(admin_client, tmp_path):
             "store_backend": "local",
             "store_location": str(tmp_path / "north"),
             "store_endpoint_url": "",
+            "storage_price": "0.02",
+            "replication_price": "0.05",
+            "internet_price": "0.09",
         },
     )
     assert response.status_code == 302, response.content.decode()[:3000]
@@ -113,11 +118,17 @@ def test_admin_adds_disables_and_repoints_a_region(admin_client, tmp_path):
             "store_backend": "local",
             "store_location": str(tmp_path / "elsewhere"),
             "store_endpoint_url": "",
+            "storage_price": "0.0185",
+            "replication_price": "0.05",
+            "internet_price": "0.09",
         },
     )
     assert change.status_code == 302
     region.refresh_from_db()
     assert not region.is_enabled and region.store_location == str(tmp_path / "elsewhere")
+    assert region.storage_price == Decimal("0.0185")  # rule B3: prices are configuration, per region
+    update = AuditLog.objects.get(object_id="eu-north-9", action="update_region")
+    assert update.detail["changed"]["storage_price"] == "0.0185"
     assert list(AuditLog.objects.filter(object_id="eu-north-9").values_list("action", flat=True)) == [
         "update_region",
         "add_region",

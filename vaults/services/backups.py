@@ -35,6 +35,7 @@ from ..models import (
     Pack,
     PointChunk,
     SourceType,
+    StorageUsage,
     Vault,
     VaultStatus,
     VaultType,
@@ -427,6 +428,29 @@ def refresh_data_size(vault):
     packs = Pack.objects.filter(vault=vault).aggregate(n=Sum("size"))["n"] or 0
     manifests = BackupPoint.objects.filter(vault=vault).aggregate(n=Sum("manifest_size"))["n"] or 0
     Vault.objects.filter(pk=vault.pk).update(data_size=packs + manifests)
+    note_storage_usage(vault, packs + manifests)
+
+
+def note_storage_usage(vault, size):
+    """Rule B1: storage is billed on each day's largest Storage Vault Data Size of the vault."""
+    row, created = StorageUsage.objects.get_or_create(
+        vault_id=vault.pk,
+        day=timezone.now().date(),
+        defaults={
+            "vault_label": f"{vault.name} ({vault.pk})",
+            "account_id": vault.account_id,
+            "region_id": vault.region_id,
+            "peak_bytes": size,
+        },
+    )
+    if not created:
+        StorageUsage.objects.filter(pk=row.pk, peak_bytes__lt=size).update(peak_bytes=size)
+
+
+def note_storage_usage_of_all_vaults():
+    """Every vault's size counts each day, also on days nothing changes it (the hourly task)."""
+    for vault in Vault.objects.only("pk", "name", "account_id", "region_id", "data_size").iterator():
+        note_storage_usage(vault, vault.data_size)
 
 
 def point_delete_refusal(point, *, now=None):

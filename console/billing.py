@@ -1,0 +1,167 @@
+"""Usage and charges of an account in a region, per vault and per day (rules B1-B3).
+
+Storage is billed on each day's largest Storage Vault Data Size (a day is 1/days-in-month
+of the GB-month price); cross-region replication traffic on the bytes sent, in the source
+vault's region; Internet outbound traffic on the bytes a restore sent to an on-premises
+target over the Internet (restores from a Replication Target vault into its region are
+free). Prices are the region's (admin -> Regions); GB is 10^9 bytes.
+"""
+
+import calendar
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.utils import timezone
+
+GB = Decimal(10**9)
+CENT = Decimal("0.0001")
+
+
+class BadMonth(ValueError):
+    pass
+
+
+def parse_month(text, today=None):
+    """'YYYY-MM' -> the first day of that month; empty -> this month."""
+    today = today or timezone.now().date()
+    if not text:
+        return today.replace(day=1)
+    try:
+        year, month = (int(part) for part in text.split("-"))
+        return date(year, month, 1)
+    except ValueError:
+        raise BadMonth(f"{text!r} is not a month: use YYYY-MM, e.g. {today:%Y-%m}.") from None
+
+
+@dataclass
+class Line:
+    """Usage and charges of one vault, or of one day, or of the whole month."""
+
+    label: str = ""
+    vault: object = None
+    storage_bytes: int = 0  # a day: the sum of the vaults' peaks; a vault or the month: byte-days
+    storage_charge: Decimal = Decimal(0)
+    traffic_bytes: int = 0
+    traffic_charge: Decimal = Decimal(0)
+    internet_bytes: int = 0
+    internet_charge: Decimal = Decimal(0)
+    gb_months: Decimal = Decimal(0)  # storage_bytes as GB-months (vaults and the month)
+
+    @property
+    def total(self):
+        return self.storage_charge + self.traffic_charge + self.internet_charge
+
+    def add(self, kind, amount, charge):
+        setattr(self, f"{kind}_bytes", getattr(self, f"{kind}_bytes") + amount)
+        setattr(self, f"{kind}_charge", getattr(self, f"{kind}_charge") + charge)
+
+
+@dataclass
+class MonthUsage:
+    region: object
+    month: date
+    days_in_month: int
+    currency: str
+    vaults: list = field(default_factory=list)
+    days: list = field(default_factory=list)
+    total: Line = field(default_factory=Line)
+
+    @property
+    def previous(self):
+        return (self.month - timedelta(days=1)).replace(day=1)
+
+    @property
+    def next(self):
+        return self.month + timedelta(days=self.days_in_month)
+
+
+def month_usage(account, region, month, today=None):
+    """The account's usage and charges in `region` for the month that starts on `month`."""
+    from replication.models import CrossRegionTraffic
+    from restore.models import RestoreJob
+    from vaults.models import StorageUsage
+
+    today = today or timezone.now().date()
+    days_in_month = calendar.monthrange(month.year, month.month)[1]
+    end = month + timedelta(days=days_in_month)
+    last = min(end - timedelta(days=1), today)
+    days = {month + timedelta(days=n): Line() for n in range((last - month).days + 1)}
+    vaults = {}
+
+    def record(kind, day, vault_key, label, vault, amount, charge):
+        charge = charge.quantize(Decimal("0.000001"))
+        if day in days:
+            days[day].add(kind, amount, charge)
+        line = vaults.setdefault(vault_key, Line(label=label, vault=vault))
+        line.add(kind, amount, charge)
+
+    storage = StorageUsage.objects.filter(account=account, region=region, day__gte=month, day__lt=end)
+    for row in storage.select_related("vault"):
+        charge = Decimal(row.peak_bytes) / GB * region.storage_price / days_in_month
+        record("storage", row.day, row.vault_id or row.vault_label, row.vault_label, row.vault, row.peak_bytes, charge)
+
+    traffic = CrossRegionTraffic.objects.filter(pair__account=account, region=region, day__gte=month, day__lt=end)
+    for row in traffic.select_related("pair__source_vault"):
+        pair = row.pair
+        key = pair.source_vault_id or pair.source_label
+        label = _label(pair.source_vault) or pair.source_label
+        charge = Decimal(row.bytes_sent) / GB * region.replication_price
+        record("traffic", row.day, key, label, pair.source_vault, row.bytes_sent, charge)
+
+    restores = RestoreJob.objects.filter(
+        account=account,
+        target__region=region,
+        is_free=False,
+        internet_bytes__gt=0,
+        finished__date__gte=month,
+        finished__date__lt=end,
+    )
+    for job in restores.select_related("vault"):
+        key = job.vault_id or f"restore {job.pk}"
+        label = _label(job.vault) or f"deleted vault (point {job.point_label})"
+        charge = Decimal(job.internet_bytes) / GB * region.internet_price
+        record("internet", job.finished.date(), key, label, job.vault, job.internet_bytes, charge)
+
+    usage = MonthUsage(region, month, days_in_month, settings.BILLING_CURRENCY)
+    usage.days = [(day, line) for day, line in sorted(days.items(), reverse=True)]
+    usage.vaults = sorted(vaults.values(), key=lambda line: (-line.total, line.label))
+    for line in usage.vaults:
+        for kind in ("storage", "traffic", "internet"):
+            usage.total.add(kind, getattr(line, f"{kind}_bytes"), getattr(line, f"{kind}_charge"))
+    for line in [*usage.vaults, usage.total]:
+        line.gb_months = (Decimal(line.storage_bytes) / GB / days_in_month).quantize(CENT)
+    return usage
+
+
+def as_dict(usage):
+    """The month's usage and charges as plain values (the `usage` command's JSON)."""
+
+    def line(item, **extra):
+        return {
+            **extra,
+            "storage_bytes": item.storage_bytes,
+            "storage_charge": str(item.storage_charge),
+            "traffic_bytes": item.traffic_bytes,
+            "traffic_charge": str(item.traffic_charge),
+            "internet_bytes": item.internet_bytes,
+            "internet_charge": str(item.internet_charge),
+            "total": str(item.total),
+        }
+
+    return {
+        "region": usage.region.code,
+        "month": f"{usage.month:%Y-%m}",
+        "currency": usage.currency,
+        "total": line(usage.total, storage_gb_months=str(usage.total.gb_months)),
+        "vaults": [
+            line(v, vault=v.vault.pk if v.vault else None, label=v.label, storage_gb_months=str(v.gb_months))
+            for v in usage.vaults
+        ],
+        "days": [line(d, day=day.isoformat()) for day, d in usage.days],
+    }
+
+
+def _label(vault):
+    return f"{vault.name} ({vault.pk})" if vault is not None else ""
