@@ -74,7 +74,9 @@ class MonthUsage:
 
     @property
     def next(self):
-        return self.month + timedelta(days=self.days_in_month)
+        """The next month, if it has begun."""
+        following = self.month + timedelta(days=self.days_in_month)
+        return following if following <= timezone.now().date() else None
 
 
 def month_usage(account, region, month, today=None):

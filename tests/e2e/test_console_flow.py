@@ -186,6 +186,24 @@ def test_readme_screenshots(celery_worker_process, page, console_messages, user,
     page.evaluate("document.activeElement.blur()")
     page.mouse.move(0, 0)
     page.screenshot(path=out / "create-vault.png")
-    assert all((out / name).stat().st_size > 10_000 for name in ("storage-vaults.png", "create-vault.png"))
+    page.keyboard.press("Escape")
+
+    # Usage & Billing, after a backup of a few MiB into one vault (rule B3)
+    data = tmp_path / "web"
+    data.mkdir()
+    for i in range(4):
+        (data / f"part-{i}.bin").write_bytes(os.urandom(3 << 20))
+    source = services.create_backup_source(
+        actor=None, account=account, region=region, source_type="ecs-file", name="web-tier", path=str(data)
+    )
+    vault = Vault.objects.get(name="prod-ecs-daily")
+    services.run_backup_job(services.start_backup(actor=None, vault=vault, source=source).pk)
+    page.goto(page.url.replace("/vaults/", "/usage/"))
+    usage = page.locator("#usage-vaults")
+    expect(usage.get_by_role("link", name=re.compile("prod-ecs-daily"))).to_be_visible()
+    expect(page.get_by_text("Charges this month")).to_be_visible()
+    page.screenshot(path=out / "usage-billing.png")
+    names = ("storage-vaults.png", "create-vault.png", "usage-billing.png")
+    assert all((out / name).stat().st_size > 10_000 for name in names)
 
     assert csp_violations(console_messages) == [], console_messages

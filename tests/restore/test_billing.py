@@ -174,6 +174,8 @@ def test_usage_refuses_a_bad_month_and_pages_between_months(alice, account, regi
     page = alice.get(reverse("console:usage", args=[region.code]), {"month": "2024-02"})
     assert page.status_code == 200 and "February 2024" in page.content.decode()
     assert "?month=2024-01" in page.content.decode() and "?month=2024-03" in page.content.decode()
+    this_month = alice.get(reverse("console:usage", args=[region.code])).context["usage"]
+    assert this_month.next is None and this_month.previous < this_month.month  # no month that has not begun
     assert page.context["usage"].days[0][0] == date(2024, 2, 29)  # every day of a past month, newest first
     with pytest.raises(CommandError, match="not a month"):
         call_command("usage", "--account", account.slug, "--region", region.code, "--month", "soon")
