@@ -95,16 +95,18 @@ class ReplicationPair(models.Model):
 
     @property
     def lag_seconds(self):
-        """How far behind the target is: age of the oldest source point not copied yet, else 0."""
-        pending = (
-            BackupPoint.objects.filter(vault=self.source_vault_id, tier="standard")
-            .exclude(id__in=self.copies.filter(state=ReplicatedPoint.State.COMMITTED).values("source_point_id"))
-            .order_by("created")
-            .first()
-        )
-        if pending is None:
+        """How far behind the target is: age of the oldest source point not copied yet, else 0.
+
+        A list page sets `oldest_pending` for all its pairs in one query (replication_of).
+        """
+        if not hasattr(self, "oldest_pending"):
+            pending = BackupPoint.objects.filter(vault=self.source_vault_id, tier="standard").exclude(
+                id__in=self.copies.filter(state=ReplicatedPoint.State.COMMITTED).values("source_point_id")
+            )
+            self.oldest_pending = pending.aggregate(oldest=models.Min("created"))["oldest"]
+        if self.oldest_pending is None:
             return 0
-        return max(0.0, (timezone.now() - pending.created).total_seconds())
+        return max(0.0, (timezone.now() - self.oldest_pending).total_seconds())
 
 
 class ReplicatedPoint(models.Model):

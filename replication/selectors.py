@@ -1,10 +1,10 @@
 """Read queries for replication on vault pages: one batch per page, not one per row."""
 
-from django.db.models import Q
+from django.db.models import Min, Q
 
-from vaults.models import BackupPoint, SourceType
+from vaults.models import BackupPoint, SourceType, Tier
 
-from .models import ReplicationPair
+from .models import ReplicatedPoint, ReplicationPair
 from .services import replication_refusal
 
 
@@ -41,6 +41,7 @@ def replication_of(vaults):
         .select_related("source_vault__region", "target_vault__region")
         .order_by("-created")
     )
+    _set_oldest_pending([p for p in pairs if p.is_active])
     with_ecs = set(
         BackupPoint.objects.filter(vault__in=ids, source_type=SourceType.ECS_INSTANCE)
         .values_list("vault", flat=True)
@@ -56,3 +57,19 @@ def replication_of(vaults):
         refusal = replication_refusal(vault, replicated=replicated, has_ecs_instance_points=vault.id in with_ecs)
         result[vault.id] = VaultReplication(vault, pair, role, refusal)
     return result
+
+
+def _set_oldest_pending(pairs):
+    """The lag of every active pair of a page, in one query (see ReplicationPair.lag_seconds)."""
+    if not pairs:
+        return
+    committed = ReplicatedPoint.objects.filter(pair__in=pairs, state=ReplicatedPoint.State.COMMITTED)
+    oldest = dict(
+        BackupPoint.objects.filter(vault__in=[p.source_vault_id for p in pairs], tier=Tier.STANDARD)
+        .exclude(id__in=committed.values("source_point_id"))
+        .values("vault")
+        .annotate(oldest=Min("created"))
+        .values_list("vault", "oldest")
+    )
+    for pair in pairs:
+        pair.oldest_pending = oldest.get(pair.source_vault_id)
