@@ -14,6 +14,7 @@ class ReplicationConfig(AppConfig):
         vault_services.DELETE_GUARDS.append(services.vault_delete_guard)
         vault_services.POINT_DELETE_GUARDS.append(services.point_edit_guard)
         vault_services.LOCK_GUARDS.append(services.lock_guard)
+        vault_services.GC_GUARDS.append(services.gc_guard)
         vault_services.POINT_COMMITTED.append(triggers.point_committed)
         vault_services.POINT_REMOVED.append(triggers.point_removed)
         vault_services.POINT_ARCHIVED.append(triggers.point_archived)

@@ -25,6 +25,7 @@ from vaults.objectstore import region_store
 from vaults.services import initialize_vault_storage, retry_vault_initialization
 from vaults.services.backups import chunk_pks_of, refresh_data_size
 
+from . import lease
 from .models import CrossRegionTraffic, ReplicatedPoint, ReplicationPair
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,24 @@ class TargetNotReady(Exception):
 
 
 def sync_pair(pair_id):
-    """Bring the target up to date: history first, then any new point; remove what left the source."""
+    """Bring the target up to date: history first, then any new point; remove what left the source.
+
+    One sync of a pair runs at a time (replication/lease.py): a sync that finds another
+    running leaves it one more round to do and returns at once.
+    """
+    if not lease.take(pair_id):
+        return ReplicationPair.objects.get(pk=pair_id)
+    try:
+        pair = _sync_round(pair_id)
+        while lease.release(pair_id):
+            pair = _sync_round(pair_id)
+    except BaseException:
+        lease.drop(pair_id)
+        raise
+    return pair
+
+
+def _sync_round(pair_id):
     pair = ReplicationPair.objects.select_related("source_vault__region", "target_vault__region").get(pk=pair_id)
     if not pair.is_active:
         return pair
@@ -176,7 +194,10 @@ def copy_point(pair, copy):
 def count_traffic(pair, size):
     """Rule B1: bytes count as sent between regions when they reach the target store, committed or not."""
     with transaction.atomic():
-        ReplicationPair.objects.filter(pk=pair.pk).update(bytes_sent=F("bytes_sent") + size)
+        ReplicationPair.objects.filter(pk=pair.pk).update(
+            bytes_sent=F("bytes_sent") + size,
+            sync_heartbeat=timezone.now(),  # the lease's sign of life
+        )
         traffic, _ = CrossRegionTraffic.objects.get_or_create(
             pair_id=pair.pk, day=timezone.now().date(), defaults={"region_id": pair.source_vault.region_id}
         )

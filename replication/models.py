@@ -48,6 +48,11 @@ class ReplicationPair(models.Model):
     history_finished = models.DateTimeField(null=True, blank=True)
     bytes_sent = models.BigIntegerField(default=0, help_text="Bytes sent between the regions (billed, rule B1).")
     last_replicated = models.DateTimeField(null=True, blank=True, help_text="Creation time of the newest copied point.")
+    # The sync lease (replication/lease.py): who is copying now, their last sign of life, and whether
+    # another round was asked for while they were.
+    sync_owner = models.CharField(max_length=300, blank=True, editable=False)
+    sync_heartbeat = models.DateTimeField(null=True, blank=True, editable=False)
+    sync_wanted = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["-created"]

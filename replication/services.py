@@ -274,3 +274,11 @@ def lock_guard(vault):
     if ReplicationPair.objects.filter(target_vault=vault, state__in=ReplicationPair.ACTIVE_STATES).exists():
         return "A replication target vault can get a backup lock once its replication is stopped."
     return None
+
+
+def gc_guard(vault):
+    """A target's garbage waits while another worker copies into it: its new chunks are not referenced yet."""
+    from .lease import held_elsewhere
+
+    pairs = ReplicationPair.objects.filter(target_vault=vault, state__in=ReplicationPair.ACTIVE_STATES)
+    return any(held_elsewhere(pair) for pair in pairs)

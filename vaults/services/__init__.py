@@ -1,6 +1,7 @@
 """Every state change of vaults, keys, backup sources, jobs and points: one function per action."""
 
 from .backups import (
+    GC_GUARDS,
     POINT_COMMITTED,
     POINT_DELETE_GUARDS,
     POINT_REMOVED,
@@ -45,6 +46,7 @@ from .vaults import (
 from .verify import run_verify, start_verify
 
 __all__ = [
+    "GC_GUARDS",
     "run_verify",
     "start_verify",
     "LOCK_GUARDS",

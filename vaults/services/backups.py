@@ -52,6 +52,8 @@ MAX_RETENTION_DAYS = 36500
 POINT_COMMITTED = []
 # Checks other apps add before a point is deleted by hand; each returns a reason or None (rule R9).
 POINT_DELETE_GUARDS = []
+# Hooks (vault) -> True while another app's work in flight needs the vault's unreferenced chunks.
+GC_GUARDS = []
 # Callables other apps add; each gets (point id, vault id) of a point that was deleted or expired (rule R9).
 POINT_REMOVED = []
 
@@ -511,7 +513,8 @@ def collect_garbage(vault_id):
     """Delete chunks no point references, rewrite packs that became sparse, then delete empty pack objects.
 
     Skipped while a backup of the vault is running, so a chunk a running job has
-    just reused is never deleted; backups start under the same row lock.
+    just reused is never deleted (backups start under the same row lock), and while a
+    GC_GUARDS hook says so (a replication copying into the vault).
     """
     from .lifecycle import repack_sparse_packs
 
@@ -521,6 +524,8 @@ def collect_garbage(vault_id):
             return None
         fresh = timezone.now() - HEARTBEAT_STALE
         if BackupJob.objects.filter(vault=vault, status=BackupJob.Status.RUNNING, heartbeat__gte=fresh).exists():
+            return None
+        if any(guard(vault) for guard in GC_GUARDS):
             return None
         dead = Chunk.objects.filter(vault=vault, pointchunk__isnull=True)
         dead_count = dead.count()
