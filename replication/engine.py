@@ -186,7 +186,7 @@ def copy_point(pair, copy):
     except BaseException:
         try:
             target_store.delete(target_key)
-        except Exception:  # the orphan manifest is harmless; garbage collection does not need it
+        except Exception:  # an orphan manifest: garbage collection sweeps it once it is old
             log.warning("Could not remove %s after an aborted commit", target_key)
         raise
 
