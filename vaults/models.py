@@ -306,6 +306,7 @@ class VerifyRun(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     report = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(auto_now_add=True)
+    heartbeat = models.DateTimeField(null=True, blank=True, help_text="Queued: when its message was last re-sent.")
     finished = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -84,3 +84,22 @@ def test_verification_runs_in_the_worker(celery_worker_process, alice, vault, po
     assert wait_until(lambda: not VerifyRun.objects.get().is_active, timeout=60)
     run = VerifyRun.objects.get()
     assert run.status == VerifyRun.Status.CLEAN and run.report["files"] == 1 and run.report["bytes"] == 80000
+
+
+def test_a_verify_run_whose_message_was_lost_is_queued_again(vault, point, monkeypatch):
+    # a broker restarted without persistence loses queued messages; the periodic reaper sends them again
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from console.services import QUEUED_STALE
+
+    sent = []
+    monkeypatch.setattr("vaults.services.verify._enqueue", sent.append)  # records what reaches the broker
+    run = services.start_verify(actor=None, vault=vault)
+    assert services.requeue_lost_verify_runs() == []  # queued a moment ago: it may just be waiting
+    VerifyRun.objects.filter(pk=run.pk).update(created=timezone.now() - QUEUED_STALE - timedelta(seconds=1))
+    assert services.requeue_lost_verify_runs() == [run.pk] and sent[-1] == run.pk
+    assert services.requeue_lost_verify_runs() == []  # once per period
+    services.run_verify(run.pk)  # the worker that gets the message
+    assert VerifyRun.objects.get(pk=run.pk).status == VerifyRun.Status.CLEAN

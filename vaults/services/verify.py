@@ -3,7 +3,7 @@
 from django.db import transaction
 from django.utils import timezone
 
-from console.services import record_audit
+from console.services import record_audit, requeue_lost_jobs
 
 from ..models import VerifyRun
 from ..readback import verify_vault
@@ -35,6 +35,11 @@ def _enqueue(run_id):
             finished=timezone.now(),
             report={"error": f"The task queue could not be reached: {exc}"},
         )
+
+
+def requeue_lost_verify_runs():
+    """Verify runs whose message was lost are queued again (they would wait for ever)."""
+    return requeue_lost_jobs(VerifyRun, _enqueue)
 
 
 def run_verify(run_id):
