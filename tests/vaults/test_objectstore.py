@@ -382,3 +382,29 @@ def test_worker_initializes_vault_in_s3_bucket(s3_stores, celery_worker_process,
     assert json.loads(client.get_object(Bucket=bucket, Key=marker_key(vault))["Body"].read())["vault"] == vault.id
     # nothing went to the local directories instead
     assert local_keys(Path(s3_stores["root"])) == []
+
+
+@pytest.mark.parametrize("direct", ["supported", "refused"])
+def test_large_objects_written_directly_come_back_byte_for_byte(tmp_path, monkeypatch, direct):
+    # packs (>= DIRECT_MIN) bypass the page cache with O_DIRECT; a filesystem that refuses it gets plain writes
+    import errno
+    import os
+
+    if direct == "refused":  # no filesystem here refuses O_DIRECT, so the refusal is simulated (EINVAL on open)
+        real_open = os.open
+
+        def open_without_direct(path, flags, *args):
+            if flags & os.O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_open(path, flags, *args)
+
+        monkeypatch.setattr(objectstore.os, "open", open_without_direct)
+    store = objectstore.LocalRegionStore(tmp_path)
+    sizes = [objectstore.DIRECT_MIN - 1, objectstore.DIRECT_MIN, 5 * objectstore.DIRECT_MIN + 1234, 9 << 20]
+    for size in sizes:
+        data = bytearray(os.urandom(size))
+        store.put(f"v/packs/{size}", data)
+        assert (tmp_path / "v" / "packs" / str(size)).read_bytes() == data
+        assert store.get_range(f"v/packs/{size}", size - 5000, 5000) == data[-5000:]
+    assert sorted(store.list_keys("v/")) == sorted(f"v/packs/{size}" for size in sizes)
+    assert not list(tmp_path.rglob("*.tmp"))  # no temporary left behind
