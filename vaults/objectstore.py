@@ -162,6 +162,9 @@ class LocalRegionStore:
             with open(self._path(key), "rb") as f:
                 f.seek(offset)
                 data = f.read(length)
+                # Readers go on with the next bytes of a pack (a file's chunks follow each other), and
+                # packs are not in the page cache (written with O_DIRECT): start reading them now.
+                os.posix_fadvise(f.fileno(), offset + length, length, os.POSIX_FADV_WILLNEED)
         except OSError as exc:
             raise ObjectStoreError(f"Cannot read {key} from {self}: {exc.strerror}") from exc
         if len(data) != length:
