@@ -18,9 +18,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from console.services import record_audit
+from vaults.backup import index_pack
 from vaults.chunkstore import PACK_TARGET, ChunkCodec, manifest_key, new_pack_name, pack_key
 from vaults.keys import vault_keys
-from vaults.models import BackupPoint, Chunk, Pack, PointChunk, Tier, VaultStatus, new_point_id
+from vaults.models import BackupPoint, Chunk, PointChunk, Tier, VaultStatus, new_point_id
 from vaults.objectstore import region_store
 from vaults.services import initialize_vault_storage, retry_vault_initialization
 from vaults.services.backups import chunk_pks_of, refresh_data_size
@@ -272,14 +273,8 @@ def _copy_pack(target, source_store, target_store, source_codec, target_codec, g
 
 def _index_pack(pair, key, size, rows):
     """Make a stored target pack's chunks known to the target's index, and count its traffic (rule B1)."""
-    target = pair.target_vault
     with transaction.atomic():
-        pack = Pack.objects.create(vault=target, key=key, size=size)
-        Chunk.objects.bulk_create(
-            [Chunk(vault=target, chunk_id=c, pack=pack, offset=o, length=n, raw_length=r) for c, o, n, r in rows],
-            ignore_conflicts=True,
-            batch_size=2000,
-        )
+        index_pack(pair.target_vault, key, size, rows)
         count_traffic(pair, size)
     return size
 

@@ -14,7 +14,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import blake3
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 from pyfastcdc.cy import FastCDC
 
 from .chunkstore import CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, PACK_TARGET, new_pack_name, pack_key
@@ -22,6 +23,28 @@ from .models import Chunk, Pack
 
 READ_BLOCK = 8 * 1024 * 1024
 _cdc = FastCDC(CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX)
+
+
+def index_pack(vault, key, size, chunks):
+    """Record a stored pack and its chunks [(id, offset, length, size)] in the chunk index (in a transaction).
+
+    The chunks go in with one executemany: a pack holds hundreds of them, and building a
+    model object per row cost more than copying the pack. A chunk already indexed (another
+    writer stored it first) keeps its row.
+    """
+    pack = Pack.objects.create(vault=vault, key=key, size=size)
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        quote(c) for c in ("vault_id", "chunk_id", "pack_id", "offset", "length", "raw_length", "created")
+    )
+    created = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {quote(Chunk._meta.db_table)} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            [(vault.pk, cid, pack.pk, offset, length, raw, created) for cid, offset, length, raw in chunks],
+        )
+    return pack
 
 
 class SourceError(Exception):
@@ -171,15 +194,7 @@ class PointWriter:
         upload, self.upload = self.upload, None
         key, size, pending = upload.result()
         with transaction.atomic():
-            pack = Pack.objects.create(vault=self.vault, key=key, size=size)
-            Chunk.objects.bulk_create(
-                [
-                    Chunk(vault=self.vault, chunk_id=cid, pack=pack, offset=o, length=n, raw_length=r)
-                    for cid, (o, n, r) in pending.items()
-                ],
-                ignore_conflicts=True,
-                batch_size=2000,
-            )
+            index_pack(self.vault, key, size, [(cid, o, n, r) for cid, (o, n, r) in pending.items()])
         self.stored_bytes += size
 
     def _store_pack(self, buf, pending):
