@@ -4,12 +4,9 @@ Everything that touches stored bytes goes through `region_store(region)`;
 which backend a region uses is decided here and nowhere else.
 """
 
-import errno
 import functools
-import mmap
 import os
 import shutil
-import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +17,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from storages.backends.s3 import S3Storage
+
+from .directio import DIRECT_MIN, DirectWriter, write_all
 
 
 class ObjectStoreError(Exception):
@@ -51,51 +50,6 @@ def _store_for(config):
     if backend == "local":
         return LocalRegionStore(location)
     raise ObjectStoreError(f"Unknown object store backend {backend!r}.")
-
-
-# Objects this large (packs) are written with O_DIRECT: backup data is rarely read again soon, and
-# filling the page cache with it cost several times the disk's own write time on the machines measured.
-DIRECT_MIN = 1 << 20
-_BLOCK = 4096
-_direct = threading.local()
-
-
-def _write_direct(path, view):
-    """Write the block-aligned bulk of `view` to `path` with O_DIRECT; return how many bytes that was.
-
-    O_DIRECT needs an aligned buffer, so the data goes through a per-thread page-aligned
-    staging buffer. A filesystem without O_DIRECT (tmpfs, some network filesystems) gets 0
-    and the caller writes everything the usual way.
-    """
-    size = len(view) - len(view) % _BLOCK
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag or not size:
-        return 0
-    try:
-        fd = os.open(path, os.O_WRONLY | flag)
-    except OSError as exc:
-        if exc.errno == errno.EINVAL:
-            return 0
-        raise
-    staging = getattr(_direct, "staging", None)
-    if staging is None:
-        staging = _direct.staging = mmap.mmap(-1, 4 << 20)  # page-aligned
-    done = 0
-    try:
-        while done < size:
-            n = min(len(staging), size - done)
-            staging[:n] = view[done : done + n]
-            written = os.write(fd, memoryview(staging)[:n])
-            if written != n:  # a short direct write leaves an unaligned offset: finish the usual way
-                return done + written
-            done += n
-    except OSError as exc:
-        if exc.errno == errno.EINVAL and done == 0:
-            return 0
-        raise
-    finally:
-        os.close(fd)
-    return done
 
 
 class LocalRegionStore:
@@ -131,13 +85,12 @@ class LocalRegionStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                view = memoryview(data)
-                if len(view) >= DIRECT_MIN:
-                    done = _write_direct(tmp, view)
-                    view = view[done:]
-                    os.lseek(fd, done, os.SEEK_SET)
-                while view:
-                    view = view[os.write(fd, view) :]
+                if len(data) >= DIRECT_MIN:  # a pack: around the page cache (vaults/directio.py)
+                    with DirectWriter(tmp, fd) as writer:
+                        writer.write(data)
+                        writer.finish()
+                else:
+                    write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -92,13 +92,13 @@ def test_a_broker_restart_mid_sync_loses_and_duplicates_no_point(
     redis_server, celery_worker_process, make_vault, account, region, lrs_region, tmp_path
 ):
     # rules R8, R11: no lost, duplicate or partial point; B1: what was copied is not sent again
-    source_vault, source = big_source(make_vault, account, region, tmp_path / "data", "redis-source", mib=40)
+    source_vault, source = big_source(make_vault, account, region, tmp_path / "data", "redis-source", mib=60)
     pair = replicate(source_vault, lrs_region, "redis-target")
     target = pair.target_vault
     # a backup job queued behind the sync (the worker runs one task at a time)
     (tmp_path / "data" / "part-3.bin").write_bytes(os.urandom(10 * MiB))
     job = vault_services.start_backup(actor=None, vault=source_vault, source=source)
-    assert wait_until(lambda: indexed_bytes(target) > 0, timeout=60, interval=0.005), pair_of(pair.id).error
+    assert wait_until(lambda: indexed_bytes(target) > 0, timeout=60, interval=0.002), pair_of(pair.id).error
     redis_server.kill()  # mid-sync: its message, unacknowledged, and the job's are lost with the broker
     assert pair_of(pair.id).history_points_done < 3
 

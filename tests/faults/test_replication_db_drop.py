@@ -33,10 +33,10 @@ def test_a_dropped_database_connection_mid_sync_loses_and_duplicates_nothing(
     celery_worker_process, make_vault, account, region, lrs_region, tmp_path
 ):
     # rules R8, R11: no lost, duplicate or partial point
-    source_vault, _ = big_source(make_vault, account, region, tmp_path / "data", "db-drop-source", mib=40)
+    source_vault, _ = big_source(make_vault, account, region, tmp_path / "data", "db-drop-source", mib=60)
     pair = replicate(source_vault, lrs_region, "db-drop-target")
     target = pair.target_vault
-    assert wait_until(lambda: Chunk.objects.filter(vault=target).count() > 0, timeout=60, interval=0.02)
+    assert wait_until(lambda: Chunk.objects.filter(vault=target).exists(), timeout=60, interval=0.002)
     assert terminate_other_connections() >= 1
     assert wait_until(
         lambda: ReplicationPair.objects.get(pk=pair.pk).state == ReplicationPair.State.RUNNING, timeout=120

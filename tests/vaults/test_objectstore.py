@@ -408,3 +408,45 @@ def test_large_objects_written_directly_come_back_byte_for_byte(tmp_path, monkey
         assert store.get_range(f"v/packs/{size}", size - 5000, 5000) == data[-5000:]
     assert sorted(store.list_keys("v/")) == sorted(f"v/packs/{size}" for size in sizes)
     assert not list(tmp_path.rglob("*.tmp"))  # no temporary left behind
+
+
+@pytest.mark.parametrize("refusal", [None, "open", "write"])
+def test_direct_writer_writes_every_byte_in_order_whatever_the_pieces(tmp_path, monkeypatch, refusal):
+    # restored files arrive in chunk-sized pieces: staged, written in aligned blocks, the tail the usual way
+    import errno
+    import os
+    import random
+
+    from vaults import directio
+
+    if refusal:  # no filesystem here refuses O_DIRECT, so the refusal is simulated (EINVAL), at open or at write
+        real_open, real_pwrite, direct_fds = os.open, os.pwrite, set()
+
+        def fake_open(path, flags, *args):
+            if flags & os.O_DIRECT and refusal == "open":
+                raise OSError(errno.EINVAL, "Invalid argument")
+            fd = real_open(path, flags, *args)
+            if flags & os.O_DIRECT:
+                direct_fds.add(fd)
+            return fd
+
+        def fake_pwrite(fd, data, offset):
+            if fd in direct_fds:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_pwrite(fd, data, offset)
+
+        monkeypatch.setattr(directio.os, "open", fake_open)
+        monkeypatch.setattr(directio.os, "pwrite", fake_pwrite)
+    rng = random.Random(5)
+    for size in (directio.STAGING - 1, directio.STAGING, directio.STAGING + 1, 3 * directio.STAGING + 4097):
+        data = os.urandom(size)
+        path = tmp_path / f"f{size}"
+        with open(path, "wb") as f:
+            with directio.DirectWriter(path, f.fileno()) as writer:
+                position = 0
+                while position < size:
+                    step = rng.choice([1, 4095, 65536, 200_000, directio.STAGING + 3])
+                    writer.write(data[position : position + step])
+                    position += step
+                writer.finish()
+        assert path.read_bytes() == data
