@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from console.services import record_audit
 from vaults.backup import index_pack
-from vaults.chunkstore import PACK_TARGET, ChunkCodec, manifest_key, new_pack_name, pack_key
+from vaults.chunkstore import PACK_TARGET, ChunkCodec, manifest_key, new_pack_name, pack_key, short_gil_turns
 from vaults.keys import vault_keys
 from vaults.models import BackupPoint, Chunk, PointChunk, Tier, VaultStatus, new_point_id
 from vaults.objectstore import region_store
@@ -214,7 +214,7 @@ def copy_chunks(pair, source_store, target_store, source_codec, target_codec, mi
     """
     target = pair.target_vault
     sent = 0
-    with ThreadPoolExecutor(COPY_THREADS) as pool:
+    with short_gil_turns(), ThreadPoolExecutor(COPY_THREADS) as pool:
         inflight = deque()
         try:
             for groups in _plan_packs(missing):

@@ -254,3 +254,23 @@ def test_reseal_checks_tag_and_id_and_seals_under_the_target_key():
     forged = source.seal_chunk(cid, b"other content")  # a valid tag, but not the content the id names
     with pytest.raises(CorruptData, match="does not match"):
         source.reseal_chunk_into(target, cid, memoryview(forged), memoryview(bytearray(len(forged))))
+
+
+def test_copy_threads_take_short_turns_on_the_gil_and_the_interval_comes_back(
+    source_vault, backup, lrs_region, monkeypatch
+):
+    import sys
+
+    seen = []
+    copy_pack = engine._copy_pack
+
+    def recording(*args):
+        seen.append(sys.getswitchinterval())
+        return copy_pack(*args)
+
+    monkeypatch.setattr(engine, "_copy_pack", recording)
+    before = sys.getswitchinterval()
+    backup(source_vault)
+    engine.sync_pair(start(source_vault, lrs_region).id)
+    assert seen and max(seen) <= 0.0005 < before
+    assert sys.getswitchinterval() == before
