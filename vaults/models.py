@@ -306,7 +306,9 @@ class VerifyRun(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     report = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(auto_now_add=True)
-    heartbeat = models.DateTimeField(null=True, blank=True, help_text="Queued: when its message was last re-sent.")
+    heartbeat = models.DateTimeField(
+        null=True, blank=True, help_text="Queued: when its message was last re-sent. Running: its last sign of life."
+    )
     finished = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -318,6 +320,12 @@ class VerifyRun(models.Model):
     @property
     def is_active(self):
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    @property
+    def percent(self):
+        """Bytes read back of the bytes the vault's points hold, while it runs."""
+        total = self.report.get("bytes_total") or 0
+        return min(100, int(100 * self.report.get("bytes", 0) / total)) if total else 0
 
 
 class StorageUsage(models.Model):

@@ -72,10 +72,24 @@ class PointReader:
             yield self.read_chunk(chunk_hex)
 
 
-def verify_vault(vault):
-    """Read back every chunk of every point: a report of missing or corrupt data by point and file."""
-    report = {"vault": vault.id, "points": 0, "files": 0, "chunks": 0, "bytes": 0, "problems": []}
-    for point in BackupPoint.objects.filter(vault=vault).select_related("vault__region", "vault__kms_key"):
+def verify_vault(vault, on_progress=None):
+    """Read back every chunk of every point: a report of missing or corrupt data by point and file.
+
+    `on_progress(report)` is called after each file with the report so far.
+    """
+    points = list(BackupPoint.objects.filter(vault=vault).select_related("vault__region", "vault__kms_key"))
+    report = {
+        "vault": vault.id,
+        "points": 0,
+        "points_total": len(points),
+        "files": 0,
+        "chunks": 0,
+        "bytes": 0,
+        "bytes_total": sum(p.size for p in points),
+        "problems": [],
+    }
+    progress = on_progress or (lambda report: None)
+    for point in points:
         report["points"] += 1
         reader = PointReader(point)
         try:
@@ -95,9 +109,10 @@ def verify_vault(vault):
                     report["bytes"] += len(data)
             except (ObjectStoreError, CorruptData) as exc:
                 report["problems"].append({"point": point.id, "path": entry["path"], "problem": str(exc)})
-                continue
-            if hasher.hexdigest() != entry["hash"]:
-                report["problems"].append(
-                    {"point": point.id, "path": entry["path"], "problem": "content hash mismatch"}
-                )
+            else:
+                if hasher.hexdigest() != entry["hash"]:
+                    report["problems"].append(
+                        {"point": point.id, "path": entry["path"], "problem": "content hash mismatch"}
+                    )
+            progress(report)
     return report

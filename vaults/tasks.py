@@ -20,6 +20,7 @@ def reap_stale_backup_jobs_task():
     services.reap_stale_backup_jobs()
     services.requeue_lost_backup_jobs()
     services.requeue_stalled_initializations()
+    services.reap_stale_verify_runs()
     services.requeue_lost_verify_runs()
 
 

@@ -103,3 +103,48 @@ def test_a_verify_run_whose_message_was_lost_is_queued_again(vault, point, monke
     assert services.requeue_lost_verify_runs() == []  # once per period
     services.run_verify(run.pk)  # the worker that gets the message
     assert VerifyRun.objects.get(pk=run.pk).status == VerifyRun.Status.CLEAN
+
+
+def test_a_running_verification_shows_its_progress(alice, vault, point, monkeypatch):
+    from vaults.services import verify
+
+    url = f"/regions/cn-hangzhou/vaults/{vault.id}/verify/"
+    alice.post(url)
+    seen = []
+    read_back = verify.verify_vault
+
+    def watched(vault, on_progress):
+        def peek(report):  # the page, polled while the worker reads the vault back
+            on_progress(report)
+            seen.append(alice.get(url + "report/", **HTMX).content.decode())
+
+        return read_back(vault, on_progress=peek)
+
+    monkeypatch.setattr(verify, "SAVE_EVERY", 0)
+    monkeypatch.setattr(verify, "verify_vault", watched)
+    services.run_verify(VerifyRun.objects.get().pk)
+    assert seen and "100%: point 1 of 1" in seen[-1] and "78.1\xa0KB of 78.1\xa0KB" in seen[-1]
+    assert "No problems" in alice.get(url + "report/", **HTMX).content.decode()
+
+
+def test_a_verification_whose_worker_died_fails_or_is_taken_over(vault, point):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from console.models import AuditLog
+    from vaults.services.backups import HEARTBEAT_STALE
+
+    run = services.start_verify(actor=None, vault=vault)
+    VerifyRun.objects.filter(pk=run.pk).update(status=VerifyRun.Status.RUNNING, heartbeat=timezone.now())
+    assert services.run_verify(run.pk) is None  # another worker has it (a fresh heartbeat)
+    assert services.reap_stale_verify_runs() == []
+    dead = timezone.now() - HEARTBEAT_STALE - timedelta(seconds=1)
+    VerifyRun.objects.filter(pk=run.pk).update(heartbeat=dead)
+    assert services.run_verify(run.pk).status == VerifyRun.Status.CLEAN  # its message again: taken over
+    VerifyRun.objects.filter(pk=run.pk).update(status=VerifyRun.Status.RUNNING, heartbeat=dead, finished=None)
+    assert services.reap_stale_verify_runs() == [run.pk]
+    run.refresh_from_db()
+    assert run.status == VerifyRun.Status.FAILED and "Verify the vault again" in run.report["error"]
+    assert AuditLog.objects.filter(action="verify_vault", outcome="failed", detail__reason="worker lost").exists()
+    assert services.run_verify(run.pk) is None  # a late message of a failed run does nothing

@@ -43,9 +43,10 @@ from .vaults import (
     retry_vault_initialization,
     update_vault,
 )
-from .verify import requeue_lost_verify_runs, run_verify, start_verify
+from .verify import reap_stale_verify_runs, requeue_lost_verify_runs, run_verify, start_verify
 
 __all__ = [
+    "reap_stale_verify_runs",
     "requeue_lost_verify_runs",
     "GC_GUARDS",
     "run_verify",

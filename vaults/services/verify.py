@@ -1,5 +1,7 @@
 """Verification runs: read back a whole vault in a worker and keep the report."""
 
+import time
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -7,6 +9,9 @@ from console.services import record_audit, requeue_lost_jobs
 
 from ..models import VerifyRun
 from ..readback import verify_vault
+from .backups import HEARTBEAT_STALE
+
+SAVE_EVERY = 1.0  # seconds between saves of a running verification's report
 
 
 def start_verify(*, actor, vault):
@@ -42,14 +47,37 @@ def requeue_lost_verify_runs():
     return requeue_lost_jobs(VerifyRun, _enqueue)
 
 
+def _claim(run_id):
+    """Queued (or running with a dead worker) -> running; None if it is done or another worker has it."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = VerifyRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or not run.is_active:
+            return None
+        if run.status == VerifyRun.Status.RUNNING and run.heartbeat and now - run.heartbeat < HEARTBEAT_STALE:
+            return None
+        run.status, run.heartbeat = VerifyRun.Status.RUNNING, now
+        run.save(update_fields=["status", "heartbeat"])
+    return VerifyRun.objects.select_related("vault__region", "vault__kms_key", "vault__account").get(pk=run_id)
+
+
 def run_verify(run_id):
-    updated = VerifyRun.objects.filter(pk=run_id, status=VerifyRun.Status.QUEUED).update(
-        status=VerifyRun.Status.RUNNING
-    )
-    if not updated:
+    """Read the vault back in this worker; the report so far and a heartbeat are saved as it goes."""
+    run = _claim(run_id)
+    if run is None:
         return None
-    run = VerifyRun.objects.select_related("vault__region", "vault__kms_key", "vault__account").get(pk=run_id)
-    report = verify_vault(run.vault)
+
+    saved = time.monotonic()
+
+    def save(report):
+        nonlocal saved
+        if time.monotonic() - saved >= SAVE_EVERY:
+            saved = time.monotonic()
+            VerifyRun.objects.filter(pk=run_id, status=VerifyRun.Status.RUNNING).update(
+                report=report, heartbeat=timezone.now()
+            )
+
+    report = verify_vault(run.vault, on_progress=save)
     status = VerifyRun.Status.PROBLEMS if report["problems"] else VerifyRun.Status.CLEAN
     with transaction.atomic():
         VerifyRun.objects.filter(pk=run_id).update(status=status, report=report, finished=timezone.now())
@@ -65,3 +93,29 @@ def run_verify(run_id):
         )
     run.refresh_from_db()
     return run
+
+
+def reap_stale_verify_runs():
+    """Runs whose worker died (no heartbeat for a while) end as failed, saying to start again."""
+    stale = timezone.now() - HEARTBEAT_STALE
+    reaped = []
+    for run in VerifyRun.objects.filter(status=VerifyRun.Status.RUNNING, heartbeat__lt=stale).select_related(
+        "vault__region", "vault__account"
+    ):
+        with transaction.atomic():
+            report = {**run.report, "error": "The worker running this verification stopped. Verify the vault again."}
+            if VerifyRun.objects.filter(pk=run.pk, status=VerifyRun.Status.RUNNING, heartbeat__lt=stale).update(
+                status=VerifyRun.Status.FAILED, finished=timezone.now(), report=report
+            ):
+                record_audit(
+                    actor=None,
+                    action="verify_vault",
+                    object_type="vault",
+                    object_id=run.vault.id,
+                    account=run.vault.account,
+                    region_code=run.vault.region.code,
+                    outcome="failed",
+                    reason="worker lost",
+                )
+                reaped.append(run.pk)
+    return reaped
