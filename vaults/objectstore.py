@@ -325,14 +325,22 @@ class LocalBucket:
         return (self.root / key).is_file()
 
     def put_file(self, key, path, content_type=None):
-        """Put a local file as an object (renamed into place: never half there)."""
+        """Put a local file as an object: copied beside the bucket, then renamed into place.
+
+        The copy in progress lives outside the bucket's directory (no bucket name starts
+        with a dot), so a half-written object is never listed, even after a crash.
+        """
         self._require()
         final = self.root / key
+        uploads = self.root.parent / f".{self.name}.uploads"
+        part = uploads / f"{uuid.uuid4().hex}.part"
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, final.with_name(f".{final.name}.part"))
-            os.replace(final.with_name(f".{final.name}.part"), final)
+            uploads.mkdir(exist_ok=True)
+            shutil.copyfile(path, part)
+            os.replace(part, final)
         except OSError as exc:
+            part.unlink(missing_ok=True)
             raise ObjectStoreError(f"Cannot write {key} to the bucket {self.name}: {exc.strerror}") from exc
 
 

@@ -179,3 +179,19 @@ def test_a_symlink_in_the_target_does_not_lead_the_restore_outside_it(existing, 
     job = restore(point, make_target(account, point_region, "local-server", dest), existing=existing)
     assert list(outside.iterdir()) == [], f"the restore wrote outside its target ({job.status}: {job.error})"
     assert outside.stat().st_mode & 0o777 == 0o700
+
+
+def test_an_object_that_cannot_be_put_leaves_nothing_listed_in_a_local_bucket(tmp_path, region):
+    # the copy in progress lives beside the bucket, so a failed or crashed put never shows as an object
+    from vaults.objectstore import ObjectStoreError, oss_bucket
+
+    name = "b-" + os.urandom(5).hex()
+    write(local_bucket_dir(region, name) / "taken" / "x", b"x")  # a key that is a directory cannot be replaced
+    write(tmp_path / "f", random_bytes(100 * KiB, 74))
+    bucket = oss_bucket(region, name)
+    with pytest.raises(ObjectStoreError, match="Cannot write taken"):
+        bucket.put_file("taken", tmp_path / "f")
+    assert [o["key"] for o in bucket.list_objects()] == ["taken/x"]
+    assert not list(local_bucket_dir(region, name).parent.rglob("*.part"))
+    bucket.put_file("y/z", tmp_path / "f")
+    assert (local_bucket_dir(region, name) / "y" / "z").read_bytes() == random_bytes(100 * KiB, 74)
