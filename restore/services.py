@@ -379,6 +379,21 @@ def _write_verified(reader, entry, tmp, on_bytes):
         raise RestoreFailed(f"{entry['path']}: the restored data does not match its hash; nothing was written.")
 
 
+def _in_the_way(root, entry):
+    """Why an entry could not be put in place: what in the target has the wrong kind (a file or a directory)."""
+    parts = PurePosixPath(entry["path"]).parts
+    for depth in range(1, len(parts)):
+        here = root.joinpath(*parts[:depth])
+        if os.path.lexists(here) and not here.is_dir():
+            return (
+                f"{entry['path']}: the target has a file at {'/'.join(parts[:depth])}, where the point has a "
+                "directory; move it away and run the restore again."
+            )
+    if entry["type"] == "dir":
+        return f"{entry['path']}: the target has a file there, where the point has a directory; move it away."
+    return f"{entry['path']}: the target has a directory there, where the point has a file; move it away."
+
+
 def _restore_to_tree(job, reader, entries, progress, stats):
     root = Path(job.target.location)
     if not root.is_dir():
@@ -424,18 +439,25 @@ def _restore_to_tree(job, reader, entries, progress, stats):
                         progress.add_file()
                     continue
             tmp = dest.with_name(f".{dest.name}.restore-{job.pk}.part")
-            if kind == "symlink":
-                tmp.unlink(missing_ok=True)
-                os.symlink(entry["target"], tmp)
-                os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
+            tmp.unlink(missing_ok=True)
+            try:
+                if kind == "symlink":
+                    os.symlink(entry["target"], tmp)
+                    os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
+                else:
+                    _write_verified(reader, entry, tmp, progress.add_bytes)
+                    os.chmod(tmp, entry["mode"])
+                    os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]))
                 os.replace(tmp, dest)
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # nothing half-done is left behind
+                raise
+            if kind == "symlink":
                 continue
-            _write_verified(reader, entry, tmp, progress.add_bytes)
-            os.chmod(tmp, entry["mode"])
-            os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]))
-            os.replace(tmp, dest)
         except PermissionError as exc:
             raise RestoreFailed(f"{entry['path']}: cannot write in the target ({exc.strerror}).") from exc
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+            raise RestoreFailed(_in_the_way(root, entry)) from exc
         except OSError as exc:
             if isinstance(exc, RestoreFailed):
                 raise

@@ -137,9 +137,19 @@ def test_directory_of_the_point_blocked_by_a_file_in_the_target(tmp_path, accoun
     write(dest / "a", b"a file where the point has a directory")
     job = restore(point, make_target(account, point_region, "local-server", dest), existing=Existing.OVERWRITE)
     assert job.status == RestoreJob.Status.FAILED
-    assert "a" in job.error.split(":")[0] and "cannot write" in job.error
+    assert job.error.startswith("a") and "the target has a file" in job.error and "move it away" in job.error
     assert (dest / "a").read_bytes() == b"a file where the point has a directory"
     assert part_files(dest) == []
+
+
+def test_file_of_the_point_blocked_by_a_directory_in_the_target(tmp_path, account, small_point):
+    point, point_region = small_point
+    dest = tmp_path / "dest"
+    write(dest / "top.bin" / "keep", b"mine")
+    job = restore(point, make_target(account, point_region, "local-server", dest), existing=Existing.OVERWRITE)
+    assert job.status == RestoreJob.Status.FAILED
+    assert job.error == "top.bin: the target has a directory there, where the point has a file; move it away."
+    assert (dest / "top.bin" / "keep").read_bytes() == b"mine" and part_files(dest) == []
 
 
 @pytest.mark.parametrize("existing", [Existing.FAIL, Existing.OVERWRITE])
