@@ -76,6 +76,21 @@ def requeue_lost_jobs(model, enqueue):
     return send_again(waiting, "heartbeat", enqueue)
 
 
+def fail_lost_jobs(running, failed, audit):
+    """End as failed each row of `running` (running rows whose worker stopped beating); return their ids.
+
+    `failed(row)` gives the fields to set, `audit(row)` record_audit's arguments naming the
+    row. The update repeats `running`'s filter, so two reapers at once do not both fail one.
+    """
+    reaped = []
+    for row in running:
+        with transaction.atomic():
+            if running.filter(pk=row.pk).update(**failed(row)):
+                record_audit(actor=None, outcome="failed", reason="worker lost", **audit(row))
+                reaped.append(row.pk)
+    return reaped
+
+
 def send_again(waiting, stamp, enqueue):
     """Enqueue each row of `waiting` that this call claims by setting its `stamp` field to now.
 

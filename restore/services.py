@@ -19,7 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from console.services import audit_refusals, record_audit, requeue_lost_jobs
+from console.services import audit_refusals, fail_lost_jobs, record_audit, requeue_lost_jobs
 from vaults.backup import Progress
 from vaults.chunkstore import CorruptData
 from vaults.directio import DIRECT_MIN, DirectWriter
@@ -250,31 +250,24 @@ def requeue_lost_restore_jobs():
 
 def reap_stale_restore_jobs():
     """Jobs whose worker died end as failed (and audited); running them again finishes them."""
-    stale = timezone.now() - HEARTBEAT_STALE
-    reaped = []
-    jobs = RestoreJob.objects.filter(status=RestoreJob.Status.RUNNING, heartbeat__lt=stale)
-    for job in jobs.select_related("target__region", "account"):
-        with transaction.atomic():
-            updated = RestoreJob.objects.filter(
-                pk=job.pk, status=RestoreJob.Status.RUNNING, heartbeat__lt=stale
-            ).update(
-                status=RestoreJob.Status.FAILED,
-                finished=timezone.now(),
-                error="The worker running this restore stopped. Start it again: files already restored are kept.",
-            )
-            if updated:
-                record_audit(
-                    actor=None,
-                    action="run_restore",
-                    object_type="restore_job",
-                    object_id=job.pk,
-                    account=job.account,
-                    region_code=job.target.region.code,
-                    outcome="failed",
-                    reason="worker lost",
-                )
-                reaped.append(job.pk)
-    return reaped
+    running = RestoreJob.objects.filter(
+        status=RestoreJob.Status.RUNNING, heartbeat__lt=timezone.now() - HEARTBEAT_STALE
+    ).select_related("target__region", "account")
+    return fail_lost_jobs(
+        running,
+        lambda job: {
+            "status": RestoreJob.Status.FAILED,
+            "finished": timezone.now(),
+            "error": "The worker running this restore stopped. Start it again: files already restored are kept.",
+        },
+        lambda job: {
+            "action": "run_restore",
+            "object_type": "restore_job",
+            "object_id": job.pk,
+            "account": job.account,
+            "region_code": job.target.region.code,
+        },
+    )
 
 
 def select_entries(entries, sub_path, files):

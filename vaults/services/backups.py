@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from console.services import audit_refusals, record_audit, requeue_lost_jobs
+from console.services import audit_refusals, fail_lost_jobs, record_audit, requeue_lost_jobs
 
 from ..backup import (
     PointWriter,
@@ -313,31 +313,25 @@ def requeue_lost_backup_jobs():
 
 def reap_stale_backup_jobs():
     """Jobs whose worker died (no heartbeat for a while) end as failed, so GC and users are not blocked."""
-    stale = timezone.now() - HEARTBEAT_STALE
-    reaped = []
-    for job in BackupJob.objects.filter(status=BackupJob.Status.RUNNING, heartbeat__lt=stale).select_related(
-        "vault__region", "account"
-    ):
-        with transaction.atomic():
-            updated = BackupJob.objects.filter(pk=job.pk, status=BackupJob.Status.RUNNING, heartbeat__lt=stale).update(
-                status=BackupJob.Status.FAILED,
-                finished=timezone.now(),
-                error="The worker running this job stopped. Run the backup again: the data already stored is "
-                "not uploaded again.",
-            )
-            if updated:
-                record_audit(
-                    actor=None,
-                    action="run_backup",
-                    object_type="backup_job",
-                    object_id=job.pk,
-                    account=job.account,
-                    region_code=job.vault.region.code,
-                    outcome="failed",
-                    reason="worker lost",
-                )
-                reaped.append(job.pk)
-    return reaped
+    running = BackupJob.objects.filter(
+        status=BackupJob.Status.RUNNING, heartbeat__lt=timezone.now() - HEARTBEAT_STALE
+    ).select_related("vault__region", "account")
+    return fail_lost_jobs(
+        running,
+        lambda job: {
+            "status": BackupJob.Status.FAILED,
+            "finished": timezone.now(),
+            "error": "The worker running this job stopped. Run the backup again: the data already stored is "
+            "not uploaded again.",
+        },
+        lambda job: {
+            "action": "run_backup",
+            "object_type": "backup_job",
+            "object_id": job.pk,
+            "account": job.account,
+            "region_code": job.vault.region.code,
+        },
+    )
 
 
 def commit_point(*, job, entries, refs, stored_bytes, codec, store, warnings=()):

@@ -5,7 +5,7 @@ import time
 from django.db import transaction
 from django.utils import timezone
 
-from console.services import record_audit, requeue_lost_jobs
+from console.services import fail_lost_jobs, record_audit, requeue_lost_jobs
 
 from ..models import VerifyRun
 from ..readback import verify_vault
@@ -83,13 +83,9 @@ def run_verify(run_id):
         VerifyRun.objects.filter(pk=run_id).update(status=status, report=report, finished=timezone.now())
         record_audit(
             actor=None,
-            action="verify_vault",
-            object_type="vault",
-            object_id=run.vault.id,
-            account=run.vault.account,
-            region_code=run.vault.region.code,
             outcome="success" if not report["problems"] else "failed",
             problems=len(report["problems"]),
+            **_audit_of(run),
         )
     run.refresh_from_db()
     return run
@@ -97,25 +93,26 @@ def run_verify(run_id):
 
 def reap_stale_verify_runs():
     """Runs whose worker died (no heartbeat for a while) end as failed, saying to start again."""
-    stale = timezone.now() - HEARTBEAT_STALE
-    reaped = []
-    for run in VerifyRun.objects.filter(status=VerifyRun.Status.RUNNING, heartbeat__lt=stale).select_related(
-        "vault__region", "vault__account"
-    ):
-        with transaction.atomic():
-            report = {**run.report, "error": "The worker running this verification stopped. Verify the vault again."}
-            if VerifyRun.objects.filter(pk=run.pk, status=VerifyRun.Status.RUNNING, heartbeat__lt=stale).update(
-                status=VerifyRun.Status.FAILED, finished=timezone.now(), report=report
-            ):
-                record_audit(
-                    actor=None,
-                    action="verify_vault",
-                    object_type="vault",
-                    object_id=run.vault.id,
-                    account=run.vault.account,
-                    region_code=run.vault.region.code,
-                    outcome="failed",
-                    reason="worker lost",
-                )
-                reaped.append(run.pk)
-    return reaped
+    running = VerifyRun.objects.filter(
+        status=VerifyRun.Status.RUNNING, heartbeat__lt=timezone.now() - HEARTBEAT_STALE
+    ).select_related("vault__region", "vault__account")
+    return fail_lost_jobs(
+        running,
+        lambda run: {
+            "status": VerifyRun.Status.FAILED,
+            "finished": timezone.now(),
+            "report": {**run.report, "error": "The worker running this verification stopped. Verify the vault again."},
+        },
+        _audit_of,
+    )
+
+
+def _audit_of(run):
+    vault = run.vault
+    return {
+        "action": "verify_vault",
+        "object_type": "vault",
+        "object_id": vault.id,
+        "account": vault.account,
+        "region_code": vault.region.code,
+    }
