@@ -75,7 +75,7 @@ class PointReader:
 def verify_vault(vault, on_progress=None):
     """Read back every chunk of every point: a report of missing or corrupt data by point and file.
 
-    `on_progress(report)` is called after each file with the report so far.
+    `on_progress(report)` is called after each chunk and each file with the report so far.
     """
     points = list(BackupPoint.objects.filter(vault=vault).select_related("vault__region", "vault__kms_key"))
     report = {
@@ -107,6 +107,7 @@ def verify_vault(vault, on_progress=None):
                     hasher.update(data)
                     report["chunks"] += 1
                     report["bytes"] += len(data)
+                    progress(report)
             except (ObjectStoreError, CorruptData) as exc:
                 report["problems"].append({"point": point.id, "path": entry["path"], "problem": str(exc)})
             else:
