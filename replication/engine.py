@@ -185,10 +185,7 @@ def copy_point(pair, copy):
     try:
         return _commit_copy(pair, copy, source_point, target_point_id, target_key, len(blob), len(refs), sent)
     except BaseException:
-        try:
-            target_store.delete(target_key)
-        except Exception:  # an orphan manifest: garbage collection sweeps it once it is old
-            log.warning("Could not remove %s after an aborted commit", target_key)
+        _remove_stored(target_store, target_key)
         raise
 
 
@@ -210,26 +207,49 @@ def copy_chunks(pair, source_store, target_store, source_codec, target_codec, mi
 
     Each new target pack is read, resealed and written on a pool thread (one reseals while
     another waits for the disk or the network); this thread indexes the packs in order as
-    they are stored, so a crash leaves at worst a stored pack nobody references.
+    they are stored, so a crash leaves at worst a stored pack nobody references. A stop
+    ends the copy at the next pack, and the packs stored since are taken back (rule R12).
     """
     target = pair.target_vault
     sent = 0
     with short_gil_turns(), ThreadPoolExecutor(COPY_THREADS) as pool:
         inflight = deque()
+
+        def index_next():
+            key, size, rows = inflight.popleft().result()
+            try:
+                return _index_pack(pair, key, size, rows)
+            except PairStopped:
+                _remove_stored(target_store, key)
+                raise
+
         try:
             for groups in _plan_packs(missing):
                 inflight.append(
                     pool.submit(_copy_pack, target, source_store, target_store, source_codec, target_codec, groups)
                 )
                 if len(inflight) >= COPY_THREADS:
-                    sent += _index_pack(pair, *inflight.popleft().result())
+                    sent += index_next()
             while inflight:
-                sent += _index_pack(pair, *inflight.popleft().result())
+                sent += index_next()
+        except PairStopped:
+            for future in inflight:  # packs stored after the stop are taken back too
+                if not future.cancel() and future.exception() is None:
+                    _remove_stored(target_store, future.result()[0])
+            raise
         except BaseException:
             for future in inflight:
                 future.cancel()
             raise
     return sent
+
+
+def _remove_stored(target_store, key):
+    """Take back an object stored for a copy that will not be committed."""
+    try:
+        target_store.delete(key)
+    except Exception:  # garbage collection sweeps it once it is old
+        log.warning("Could not remove %s from the target's store", key)
 
 
 def _plan_packs(missing):
@@ -272,8 +292,14 @@ def _copy_pack(target, source_store, target_store, source_codec, target_codec, g
 
 
 def _index_pack(pair, key, size, rows):
-    """Make a stored target pack's chunks known to the target's index, and count its traffic (rule B1)."""
+    """Make a stored target pack's chunks known to the target's index, and count its traffic (rule B1).
+
+    Only while the pair runs (the pair's row lock orders this against a stop, rule R12).
+    """
     with transaction.atomic():
+        pairs = ReplicationPair.objects.select_for_update()
+        if not pairs.filter(pk=pair.pk, state__in=ReplicationPair.ACTIVE_STATES).exists():
+            raise PairStopped(f"{pair.id} was stopped; the copy ends.")
         index_pack(pair.target_vault, key, size, rows)
         count_traffic(pair, size)
     return size
@@ -289,6 +315,8 @@ def _commit_copy(pair, copy, source_point, target_point_id, target_key, manifest
         row = ReplicatedPoint.objects.select_for_update().get(pk=copy.pk)
         if row.state != ReplicatedPoint.State.PENDING:
             raise PairStopped(f"{source_point.id} was handled meanwhile.")
+        # its retention as of now: a change made during the copy is not lost (set_point_retention locks it too)
+        current = BackupPoint.objects.select_for_update().filter(pk=source_point.pk).first()
         point = BackupPoint.objects.create(
             id=target_point_id,
             vault=target,
@@ -296,7 +324,7 @@ def _commit_copy(pair, copy, source_point, target_point_id, target_key, manifest
             source_type=source_point.source_type,
             source_location=source_point.source_location,
             created=source_point.created,
-            expires=source_point.expires,
+            expires=(current or source_point).expires,
             tier=Tier.STANDARD,
             files=source_point.files,
             size=source_point.size,

@@ -20,7 +20,6 @@ from .models import ReplicationPair
 
 log = logging.getLogger(__name__)
 
-MAX_TARGETS_PER_REGION = 5  # rule R4
 
 NOT_REPLICABLE = {
     VaultType.OSS_TRIAL: "Free-trial vaults cannot be replicated.",
@@ -73,11 +72,19 @@ def destination_regions(source_vault):
 
 
 def free_target_vaults(account, region, encryption_method=None):
-    """Replication Target vaults of the account in a region that no running pair uses."""
-    busy = ReplicationPair.objects.filter(state__in=ReplicationPair.ACTIVE_STATES).values("target_vault")
+    """Replication Target vaults of the account in a region that no pair ever used, without backup lock.
+
+    A stopped pair's target is standalone for good (rule R12), and a locked vault's points
+    could not follow a source's deletions (rule L1).
+    """
+    used = ReplicationPair.objects.values("target_vault")
     rows = Vault.objects.filter(
-        account=account, region=region, vault_type=VaultType.REPLICATION_TARGET, status=VaultStatus.NORMAL
-    ).exclude(pk__in=busy)
+        account=account,
+        region=region,
+        vault_type=VaultType.REPLICATION_TARGET,
+        status=VaultStatus.NORMAL,
+        backup_lock=False,
+    ).exclude(pk__in=used)
     if encryption_method:
         rows = rows.filter(encryption_method=encryption_method)
     return rows
@@ -156,6 +163,14 @@ def _check_selected_target(source, region, target_vault):
         raise ValidationError({"target_vault": f"The target vault is {target.get_status_display()}."})
     if ReplicationPair.objects.filter(target_vault=target, state__in=ReplicationPair.ACTIVE_STATES).exists():
         raise ValidationError({"target_vault": "This vault is already the target of another replication."})
+    if ReplicationPair.objects.filter(target_vault=target).exists():
+        raise ValidationError(
+            {"target_vault": "This vault is standalone: its replication was stopped and cannot be resumed (rule R12)."}
+        )
+    if target.backup_lock:
+        raise ValidationError(
+            {"target_vault": "This vault has a backup lock: a target's points must follow its source (rule L1)."}
+        )
     if target.encryption_method != source.encryption_method:
         raise ValidationError({"target_vault": "The target's encryption method must match the source's (rule R5)."})
     vault_services.adopt_chunk_id_key(target, vault_keys(source).chunk_id_key)
@@ -174,13 +189,7 @@ def _create_target(actor, source, region, create):
         )
     if encryption == EncryptionMethod.KMS and create.get("kms_key") is None:
         raise ValidationError({"kms_key": f"Choose a KMS KeyId of {region.name}."})
-    count = Vault.objects.filter(account=source.account, region=region, vault_type=VaultType.REPLICATION_TARGET).count()
-    if count >= MAX_TARGETS_PER_REGION:
-        raise ValidationError(
-            f"The account already has {count} Replication Target vaults in {region.name}; "
-            f"at most {MAX_TARGETS_PER_REGION} are allowed (rule R4)."
-        )
-    return vault_services.create_vault(
+    return vault_services.create_vault(  # rule R4 is checked there, on every path that creates a vault
         actor=actor,
         account=source.account,
         region=region,
@@ -267,6 +276,21 @@ def point_edit_guard(point):
     if ReplicationPair.objects.filter(target_vault=point.vault_id, state__in=ReplicationPair.ACTIVE_STATES).exists():
         return "This point is in a replication target vault: it follows its source and cannot be changed by hand."
     return None
+
+
+def backup_guard(vault, source):
+    """Rule R7: ECS instance data is replicated only through a backup policy, not by a replicated vault."""
+    if source.source_type == SourceType.ECS_INSTANCE and active_pair_of(vault):
+        return (
+            "This vault is replicated from Vault Management: ECS instance data is replicated only through a "
+            "backup policy. Back it up into a vault that is not replicated."
+        )
+    return None
+
+
+def expiry_hold(point):
+    """Rule R9: while the pair runs, a target's copy goes when its source point goes, not on its own."""
+    return ReplicationPair.objects.filter(target_vault=point.vault_id, state__in=ReplicationPair.ACTIVE_STATES).exists()
 
 
 def lock_guard(vault):

@@ -274,3 +274,54 @@ def test_copy_threads_take_short_turns_on_the_gil_and_the_interval_comes_back(
     engine.sync_pair(start(source_vault, lrs_region).id)
     assert seen and max(seen) <= 0.0005 < before
     assert sys.getswitchinterval() == before
+
+
+def test_a_stop_during_a_copy_ends_it_at_the_next_pack_and_takes_back_what_was_stored(
+    source_vault, backup, lrs_region, tree, monkeypatch
+):
+    # rule R12: nothing new reaches the target after the stop, not even the packs of a copy in flight
+    from vaults.models import Pack
+
+    (tree / "more.bin").write_bytes(os.urandom(3_000_000))
+    backup(source_vault)
+    monkeypatch.setattr(engine, "PACK_TARGET", 256 * 1024)  # small packs, so that the copy has many
+    pair = start(source_vault, lrs_region)
+    real_index = engine.index_pack
+    indexed = []
+
+    def stop_after_the_first_pack(vault, key, size, rows):
+        real_index(vault, key, size, rows)
+        indexed.append(key)
+        services.stop_replication(actor=None, pair=pair)
+
+    monkeypatch.setattr(engine, "index_pack", stop_after_the_first_pack)
+    with pytest.raises(engine.PairStopped):
+        engine.sync_pair(pair.id)
+    target = pair.target_vault
+    stored = {k for k in _keys(target) if "/packs/" in k}
+    assert len(indexed) == 1 and stored == set(Pack.objects.filter(vault=target).values_list("key", flat=True))
+    assert stored == set(indexed) and not BackupPoint.objects.filter(vault=target).exists()
+
+
+def test_target_copies_keep_their_source_retention_and_go_with_their_source(source_vault, backup, source, lrs_region):
+    # rules R9, R12: while the pair runs a copy expires with its source point (whose retention it keeps);
+    # once stopped, the target is standalone and "retain at least one version" does not apply to it
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    source.retain_at_least_one = True
+    source.save()
+    point = backup(source_vault, retention_days=1)
+    pair = engine.sync_pair(start(source_vault, lrs_region).id)
+    copy = ReplicatedPoint.objects.get(pair=pair).target_point
+    assert copy.expires == point.expires
+    later = timezone.now() + timedelta(days=3)
+    vault_services.set_point_retention(actor=None, point=point, expires=later)
+    copy.refresh_from_db()
+    assert copy.expires == later
+    vault_services.expire_points(now=later + timedelta(days=1))  # the source keeps its only point
+    assert BackupPoint.objects.filter(pk=point.pk).exists() and BackupPoint.objects.filter(pk=copy.pk).exists()
+    services.stop_replication(actor=None, pair=pair)
+    vault_services.expire_points(now=later + timedelta(days=1))
+    assert BackupPoint.objects.filter(pk=point.pk).exists() and not BackupPoint.objects.filter(pk=copy.pk).exists()

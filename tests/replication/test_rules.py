@@ -136,3 +136,54 @@ def test_ecs_instance_data_replicates_only_through_a_policy(source_vault, accoun
     assert BackupPoint.objects.filter(source_type="ecs-instance").exists()
     with pytest.raises(ValidationError, match="backup policy"):
         start(source_vault, lrs_region)
+
+
+def test_a_replicated_vault_takes_no_ecs_instance_backup(source_vault, account, region, lrs_region, tmp_path):
+    # rule R7 the other way round: its points would reach the target through the vault route
+    (tmp_path / "disk").mkdir()
+    ecs = vault_services.create_backup_source(
+        actor=None, account=account, region=region, source_type="ecs-instance", name="vm", path=str(tmp_path / "disk")
+    )
+    start(source_vault, lrs_region)
+    with pytest.raises(ValidationError, match="only through a backup policy"):
+        vault_services.start_backup(actor=None, vault=source_vault, source=ecs)
+    assert not BackupPoint.objects.exists()
+    assert AuditLog.objects.filter(action="start_backup", outcome="refused").exists()
+
+
+def test_a_sixth_replication_target_vault_is_refused_on_every_path_that_creates_vaults(
+    make_vault, lrs_region, account, alice
+):
+    # rule R4 holds where vaults are created (console dialog, admin, `vault create`), not only in the panel
+    from django.core.management import CommandError, call_command
+
+    for i in range(5):
+        make_vault(f"rt-{i}", reg=lrs_region, vault_type=VaultType.REPLICATION_TARGET)
+    with pytest.raises(ValidationError, match="at most 5 are allowed"):
+        make_vault("rt-5", reg=lrs_region, vault_type=VaultType.REPLICATION_TARGET)
+    with pytest.raises(CommandError, match="at most 5 are allowed"):
+        call_command(
+            "vault", "create", "--account", account.slug, "--region", lrs_region.code, "--name", "rt-6",
+            "--type", "replication-target",
+        )  # fmt: skip
+    assert Vault.objects.filter(vault_type=VaultType.REPLICATION_TARGET).count() == 5
+    assert AuditLog.objects.filter(action="create_vault", outcome="refused").count() == 2
+    make_vault("general-is-fine", reg=lrs_region)
+
+
+def test_a_locked_or_standalone_vault_cannot_become_a_target(source_vault, make_vault, lrs_region):
+    # rules L1, R12: a locked vault's points could not follow the source; a stopped pair never resumes
+    locked = vault_services.initialize_vault_storage(
+        make_vault("locked", reg=lrs_region, vault_type=VaultType.REPLICATION_TARGET).id
+    )
+    vault_services.enable_backup_lock(actor=None, vault=locked, confirmation=locked.name)
+    pair = start(source_vault, lrs_region)
+    services.stop_replication(actor=None, pair=pair)
+    standalone = vault_services.initialize_vault_storage(pair.target_vault_id)
+    assert list(services.free_target_vaults(source_vault.account, lrs_region)) == []
+    for target, message in [(locked, "has a backup lock"), (standalone, "cannot be resumed")]:
+        with pytest.raises(ValidationError, match=message):
+            services.start_replication(
+                actor=None, source_vault=source_vault, destination_region=lrs_region, target_vault=target
+            )
+    assert ReplicationPair.objects.count() == 1

@@ -1,6 +1,7 @@
 """Every state change of vaults, keys, backup sources, jobs and points: one function per action."""
 
 from .backups import (
+    BACKUP_GUARDS,
     GC_GUARDS,
     POINT_COMMITTED,
     POINT_DELETE_GUARDS,
@@ -20,8 +21,10 @@ from .backups import (
     vault_backup_refusal,
 )
 from .lifecycle import (
+    EXPIRY_HOLDS,
     LOCK_GUARDS,
     POINT_ARCHIVED,
+    RETENTION_CHANGED,
     archive_due_points,
     archive_point,
     bring_back_point,
@@ -48,11 +51,14 @@ from .verify import reap_stale_verify_runs, requeue_lost_verify_runs, run_verify
 __all__ = [
     "reap_stale_verify_runs",
     "requeue_lost_verify_runs",
+    "BACKUP_GUARDS",
     "GC_GUARDS",
     "run_verify",
     "start_verify",
+    "EXPIRY_HOLDS",
     "LOCK_GUARDS",
     "POINT_ARCHIVED",
+    "RETENTION_CHANGED",
     "archive_due_points",
     "archive_point",
     "bring_back_point",

@@ -54,6 +54,8 @@ POINT_COMMITTED = []
 POINT_DELETE_GUARDS = []
 # Hooks (vault) -> True while another app's work in flight needs the vault's unreferenced chunks.
 GC_GUARDS = []
+# Checks other apps add before a backup starts; each gets (vault, source), returns a reason or None.
+BACKUP_GUARDS = []
 # Callables other apps add; each gets (point id, vault id) of a point that was deleted or expired (rule R9).
 POINT_REMOVED = []
 
@@ -134,6 +136,10 @@ def backup_refusal(vault, source):
         return "The backup source belongs to another account."
     if source.region_id != vault.region_id:
         return f"The backup source is in {source.region.name}; the vault is in {vault.region.name}."
+    for guard in BACKUP_GUARDS:
+        reason = guard(vault, source)
+        if reason:
+            return reason
     return None
 
 

@@ -30,6 +30,12 @@ REPACK_BELOW = 0.5  # a pack whose live chunks fill less than this is rewritten 
 POINT_ARCHIVED = []
 # Checks other apps add before a backup lock is turned on; each returns a reason or None.
 LOCK_GUARDS = []
+# Checks other apps add before an expired point is deleted; each returns True to keep it for now
+# (replication: a target's copy goes with its source point while the pair runs, rule R9).
+EXPIRY_HOLDS = []
+# Callables other apps add; each gets a point whose retention changed, inside that transaction
+# (replication: the copy at a running pair's target keeps the source's retention, rule R9).
+RETENTION_CHANGED = []
 
 
 def set_point_retention(*, actor, point, expires):
@@ -58,6 +64,8 @@ def set_point_retention(*, actor, point, expires):
             previous = locked.expires
             locked.expires = expires
             locked.save(update_fields=["expires"])
+            for hook in RETENTION_CHANGED:
+                hook(locked)
             record_audit(
                 actor=actor,
                 action="set_point_retention",
@@ -98,7 +106,7 @@ def expire_points(now=None):
     for point in BackupPoint.objects.filter(expires__lte=now).select_related(
         "vault__region", "vault__account", "source"
     ):
-        if kept_by_retain_one(point):
+        if kept_by_retain_one(point) or any(hold(point) for hold in EXPIRY_HOLDS):
             continue
         with transaction.atomic():
             locked = BackupPoint.objects.select_for_update().filter(pk=point.pk, expires__lte=now).first()

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from console.models import ResourceGroup
+from console.models import Account, ResourceGroup
 from console.services import QUEUED_STALE, audit_refusals, record_audit, send_again
 
 from ..keys import KeyProviderError, kms_provider, new_data_key, wrap_data_key
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 NAME_MAX = 64
 DESCRIPTION_MAX = 255
+MAX_TARGETS_PER_REGION = 5  # rule R4: Replication Target vaults of an account in one region
 
 # Checks other apps add (replication: rule V7/R13); each returns a reason or None.
 DELETE_GUARDS = []
@@ -82,6 +83,17 @@ def create_vault(
     return vault
 
 
+def _check_target_quota(account, region):
+    """Rule R4, counting the vault being created; the account's row lock makes creations take turns."""
+    Account.objects.select_for_update().filter(pk=account.pk).first()
+    count = Vault.objects.filter(account=account, region=region, vault_type=VaultType.REPLICATION_TARGET).count()
+    if count >= MAX_TARGETS_PER_REGION:
+        raise ValidationError(
+            f"The account already has {count} Replication Target vaults in {region.name}; "
+            f"at most {MAX_TARGETS_PER_REGION} are allowed (rule R4)."
+        )
+
+
 def _build_vault(
     *, account, region, name, description, resource_group, vault_type, encryption_method, kms_key, chunk_id_key=None
 ):
@@ -115,6 +127,8 @@ def _build_vault(
         errors["encryption_method"] = f"Unknown encryption method {encryption_method!r}."
     if errors:
         raise ValidationError(errors)
+    if vault_type == VaultType.REPLICATION_TARGET:
+        _check_target_quota(account, region)
 
     vault_id = new_vault_id()
     try:
