@@ -7,7 +7,7 @@ from console.adminsupport import ServiceAdminForm, ServiceModelAdmin
 from console.models import Account, Region, ResourceGroup
 
 from . import services
-from .models import BackupJob, BackupPoint, BackupSource, KmsKey, Vault
+from .models import BackupJob, BackupPoint, BackupSource, KmsKey, RemovedVaultArea, Vault
 
 
 class VaultAddForm(ServiceAdminForm):
@@ -238,6 +238,26 @@ class BackupJobAdmin(ServiceModelAdmin):
     list_filter = ("status",)
     list_select_related = ("vault", "source")
     actions = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(RemovedVaultArea)
+class RemovedVaultAreaAdmin(admin.ModelAdmin):
+    """Deleted vaults whose data is still being removed from their store (superusers: it names no account)."""
+
+    list_display = ("vault_id", "region", "prefix", "deleted", "attempts", "error")
+    actions = None
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
 
     def has_add_permission(self, request):
         return False

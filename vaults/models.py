@@ -346,3 +346,22 @@ class StorageUsage(models.Model):
 
     def __str__(self):
         return f"{self.vault_label} {self.day}: {self.peak_bytes}"
+
+
+class RemovedVaultArea(models.Model):
+    """A deleted vault's area of its region's store, kept until the data in it is gone (rule V7).
+
+    The vault's rows go at once; the objects are removed after the commit and again by the
+    hourly garbage collection until a removal succeeds an hour after the deletion, so a store
+    that fails, or a job that was still writing, leaves nothing behind.
+    """
+
+    vault_id = models.CharField(max_length=32)
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="+")
+    prefix = models.CharField(max_length=255)
+    deleted = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    def __str__(self):
+        return f"{self.prefix} of deleted vault {self.vault_id}"

@@ -30,6 +30,7 @@ def collect_garbage_task():
 
     for vault_id in Vault.objects.values_list("pk", flat=True):
         services.collect_garbage(vault_id)
+    services.clear_removed_areas()
 
 
 @shared_task

@@ -70,11 +70,12 @@ def test_admin_cannot_change_the_key_or_type_of_a_vault(admin_client, make_vault
     assert (vault.kms_key, vault.encryption_method, vault.vault_type) == (first, "kms", "general")
 
 
-def test_admin_delete_removes_the_data(admin_client, make_vault, region):
+def test_admin_delete_removes_the_data(admin_client, make_vault, region, django_capture_on_commit_callbacks):
     # rule V7: the admin's confirmation page is the explicit confirmation
     vault = make_vault("gone")
     services.initialize_vault_storage(vault.id)
-    assert admin_client.post(f"/admin/vaults/vault/{vault.id}/delete/", {"post": "yes"}).status_code == 302
+    with django_capture_on_commit_callbacks(execute=True):
+        assert admin_client.post(f"/admin/vaults/vault/{vault.id}/delete/", {"post": "yes"}).status_code == 302
     assert not Vault.objects.filter(pk=vault.pk).exists()
     assert objectstore.region_store(region).list_keys(vault.storage_prefix) == []
 

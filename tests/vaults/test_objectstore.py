@@ -240,7 +240,9 @@ def test_retry_is_refused_unless_the_vault_is_in_error(backend, make_vault):
 # -- deletion ---------------------------------------------------------------------------
 
 
-def test_delete_vault_removes_all_its_objects_and_row_only(backend, raw, make_vault, region):
+def test_delete_vault_removes_all_its_objects_and_row_only(
+    backend, raw, make_vault, region, django_capture_on_commit_callbacks
+):
     # rule V7: deleting a vault removes all its backup data (every object under its prefix) and its row,
     # and nothing of any other vault
     doomed = make_vault("doomed")
@@ -253,7 +255,8 @@ def test_delete_vault_removes_all_its_objects_and_row_only(backend, raw, make_va
     assert len(kept_keys) == 3
     assert len(raw.keys(region.code, doomed.storage_prefix)) == 3
 
-    services.delete_vault(actor=None, vault=doomed, confirmation="doomed")
+    with django_capture_on_commit_callbacks(execute=True):  # the data goes once the rows are gone
+        services.delete_vault(actor=None, vault=doomed, confirmation="doomed")
 
     assert raw.keys(region.code, doomed.storage_prefix) == []
     assert not Vault.objects.filter(pk=doomed.pk).exists()
@@ -264,14 +267,17 @@ def test_delete_vault_removes_all_its_objects_and_row_only(backend, raw, make_va
     assert [(row.outcome, row.detail["name"]) for row in rows] == [(AuditLog.Outcome.SUCCESS, "doomed")]
 
 
-def test_delete_vault_prefix_does_not_swallow_a_vault_whose_id_extends_it(backend, raw, make_vault, region):
+def test_delete_vault_prefix_does_not_swallow_a_vault_whose_id_extends_it(
+    backend, raw, make_vault, region, django_capture_on_commit_callbacks
+):
     # rule V7: the prefix ends in "/", so objects of a vault whose id starts with the deleted id stay
     doomed = make_vault("doomed")
     services.initialize_vault_storage(doomed.id)
     lookalike = f"vaults/{doomed.id}x/chunks/1"
     raw.write(region.code, lookalike, b"someone else's")
 
-    services.delete_vault(actor=None, vault=doomed, confirmation=doomed.name)
+    with django_capture_on_commit_callbacks(execute=True):  # the data goes once the rows are gone
+        services.delete_vault(actor=None, vault=doomed, confirmation=doomed.name)
 
     assert raw.keys(region.code) == [lookalike]
 
@@ -310,7 +316,9 @@ def test_delete_vault_under_backup_lock_keeps_data(backend, raw, make_vault, reg
 
 
 @pytest.mark.parametrize("override", ["to-s3-bucket", "to-local-directory", "to-other-bucket"])
-def test_region_row_overrides_the_deployment_store(settings, tmp_path, moto_server, make_vault, region, override):
+def test_region_row_overrides_the_deployment_store(
+    settings, tmp_path, moto_server, make_vault, region, override, django_capture_on_commit_callbacks
+):
     # rule G1/G2: operators re-point a region's store in its row (store_backend/location/endpoint)
     bucket = "override-" + uuid.uuid4().hex[:12]
     client = objectstore.s3_client(moto_server, "testing", "testing")
@@ -357,7 +365,8 @@ def test_region_row_overrides_the_deployment_store(settings, tmp_path, moto_serv
         assert json.loads(body)["vault"] == vault.id
         assert local_keys(Path(settings.OBJECT_STORE["root"])) == []
     # deletion goes to the same overridden store
-    services.delete_vault(actor=None, vault=vault, confirmation="overridden")
+    with django_capture_on_commit_callbacks(execute=True):  # the data goes once the rows are gone
+        services.delete_vault(actor=None, vault=vault, confirmation="overridden")
     if override == "to-local-directory":
         assert local_keys(tmp_path / "hz-disk") == []
     else:
@@ -450,3 +459,39 @@ def test_direct_writer_writes_every_byte_in_order_whatever_the_pieces(tmp_path, 
                     position += step
                 writer.finish()
         assert path.read_bytes() == data
+
+
+def test_a_deleted_vault_whose_data_could_not_be_removed_is_cleared_later(
+    backend, raw, make_vault, region, monkeypatch, django_capture_on_commit_callbacks
+):
+    # rule V7: the rows go at once; data the store would not remove, or a late writer's, goes with the
+    # hourly pass, which forgets the area once a removal an hour after the deletion worked
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from vaults.models import RemovedVaultArea
+
+    doomed = services.initialize_vault_storage(make_vault("doomed").id)
+    raw.write(region.code, doomed.storage_prefix + "packs/ab/abc", b"data")
+    store_class = type(objectstore.region_store(region))
+    real_delete = store_class.delete_prefix
+
+    def unreachable(self, prefix):  # a store that fails mid-request cannot be caused on loopback
+        raise objectstore.ObjectStoreError("the endpoint did not answer")
+
+    monkeypatch.setattr(store_class, "delete_prefix", unreachable)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delete_vault(actor=None, vault=doomed, confirmation="doomed")
+    assert not Vault.objects.filter(pk=doomed.pk).exists()
+    area = RemovedVaultArea.objects.get(vault_id=doomed.id)
+    assert area.attempts == 1 and "did not answer" in area.error
+    assert raw.keys(region.code, doomed.storage_prefix)
+
+    monkeypatch.setattr(store_class, "delete_prefix", real_delete)
+    assert services.clear_removed_areas() == [doomed.id]
+    assert raw.keys(region.code, doomed.storage_prefix) == []
+    raw.write(region.code, doomed.storage_prefix + "packs/cd/cde", b"a job still writing")  # a late pack
+    RemovedVaultArea.objects.filter(pk=area.pk).update(deleted=timezone.now() - timedelta(hours=2))
+    assert services.clear_removed_areas() == [doomed.id]
+    assert raw.keys(region.code, doomed.storage_prefix) == [] and not RemovedVaultArea.objects.exists()

@@ -202,7 +202,9 @@ def test_status_fragment_polls_until_the_vault_is_ready(alice, make_vault):
     assert done.status_code == 286 and "Normal" in done.content.decode()
 
 
-def test_delete_needs_the_typed_name_and_removes_data_and_rows(alice, make_vault, region):
+def test_delete_needs_the_typed_name_and_removes_data_and_rows(
+    alice, make_vault, region, django_capture_on_commit_callbacks
+):
     # rule V7
     vault = make_vault("doomed")
     services.initialize_vault_storage(vault.id)
@@ -212,7 +214,8 @@ def test_delete_needs_the_typed_name_and_removes_data_and_rows(alice, make_vault
     wrong = alice.post(url, {"confirmation": "doome"}, **HTMX)
     assert wrong.status_code == 422 and "Type the vault&#x27;s name" in wrong.content.decode()
     assert Vault.objects.filter(pk=vault.pk).exists() and store.list_keys(vault.storage_prefix)
-    right = alice.post(url, {"confirmation": "doomed"}, **HTMX)
+    with django_capture_on_commit_callbacks(execute=True):
+        right = alice.post(url, {"confirmation": "doomed"}, **HTMX)
     assert right["HX-Redirect"] == "/regions/cn-hangzhou/vaults/"
     assert not Vault.objects.filter(pk=vault.pk).exists()
     assert store.list_keys(vault.storage_prefix) == []

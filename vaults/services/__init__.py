@@ -36,6 +36,7 @@ from .lifecycle import (
 from .vaults import (
     DELETE_GUARDS,
     adopt_chunk_id_key,
+    clear_removed_areas,
     create_kms_key,
     create_vault,
     delete_vault,
@@ -69,6 +70,7 @@ __all__ = [
     "POINT_COMMITTED",
     "POINT_REMOVED",
     "adopt_chunk_id_key",
+    "clear_removed_areas",
     "POINT_DELETE_GUARDS",
     "backup_refusal",
     "collect_garbage",

@@ -9,14 +9,16 @@ import logging
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from console.models import Account, ResourceGroup
 from console.services import QUEUED_STALE, audit_refusals, record_audit, send_again
 
 from ..keys import KeyProviderError, kms_provider, new_data_key, wrap_data_key
-from ..models import EncryptionMethod, KmsKey, Vault, VaultStatus, VaultType, new_vault_id
+from ..models import EncryptionMethod, KmsKey, RemovedVaultArea, Vault, VaultStatus, VaultType, new_vault_id
 from ..objectstore import ObjectStoreError, region_store
+from .backups import ORPHAN_AGE
 
 log = logging.getLogger(__name__)
 
@@ -330,10 +332,10 @@ def delete_vault(*, actor, vault, confirmation):
             reason = deletion_refusal(locked)
             if reason:
                 raise ValidationError(reason)
-            try:
-                region_store(locked.region).delete_prefix(locked.storage_prefix)
-            except ObjectStoreError as exc:
-                raise ValidationError(f"The vault's data could not be removed, so the vault is kept: {exc}") from exc
+            area = RemovedVaultArea.objects.create(
+                vault_id=locked.id, region=locked.region, prefix=locked.storage_prefix
+            )
+            transaction.on_commit(lambda: clear_removed_area(area))
             record_audit(
                 actor=actor,
                 action="delete_vault",
@@ -345,6 +347,30 @@ def delete_vault(*, actor, vault, confirmation):
             )
             locked.points.all().delete()  # their chunk references first: the index rows go with the vault
             locked.delete()
+
+
+def clear_removed_area(area, settle=None):
+    """Remove a deleted vault's objects; the area is forgotten once a removal `settle` after the deletion worked.
+
+    A failure is kept on the area and the hourly garbage collection tries again.
+    """
+    settle = ORPHAN_AGE if settle is None else settle
+    try:
+        region_store(area.region).delete_prefix(area.prefix)
+    except ObjectStoreError as exc:
+        log.warning("Data of deleted vault %s not removed yet: %s", area.vault_id, exc)
+        RemovedVaultArea.objects.filter(pk=area.pk).update(attempts=F("attempts") + 1, error=str(exc))
+        return False
+    if timezone.now() - area.deleted >= settle:
+        RemovedVaultArea.objects.filter(pk=area.pk).delete()
+    else:
+        RemovedVaultArea.objects.filter(pk=area.pk).update(error="")
+    return True
+
+
+def clear_removed_areas():
+    """The hourly pass over deleted vaults' areas (rule V7): what failed or was written late goes now."""
+    return [area.vault_id for area in RemovedVaultArea.objects.select_related("region") if clear_removed_area(area)]
 
 
 def enable_backup_lock(*, actor, vault, confirmation=None):
