@@ -10,7 +10,6 @@ import logging
 import os
 import tempfile
 from contextlib import nullcontext
-from datetime import timedelta
 from pathlib import Path, PurePosixPath
 
 import blake3
@@ -27,12 +26,11 @@ from vaults.keys import KeyProviderError
 from vaults.models import SourceType, Tier, VaultType
 from vaults.objectstore import BUCKET_NAME_RULE, ObjectStoreError, is_valid_bucket_name, oss_bucket
 from vaults.readback import PointReader
+from vaults.services.backups import HEARTBEAT_STALE, active_jobs
 
 from .models import KIND_FOR_SOURCE, Existing, Network, RestoreJob, RestoreTarget, TargetKind
 
 log = logging.getLogger(__name__)
-
-HEARTBEAT_STALE = timedelta(seconds=90)
 
 
 class RestoreFailed(Exception):
@@ -246,6 +244,18 @@ def _finish(job, status, error, report=None):
 def requeue_lost_restore_jobs():
     """Restore jobs whose message was lost are queued again (they would wait for ever)."""
     return requeue_lost_jobs(RestoreJob, _enqueue)
+
+
+def vault_delete_guard(vault):
+    """Rule V7: a vault being restored from is not deleted under the job."""
+    if active_jobs(RestoreJob.objects.filter(vault=vault)).exists():
+        return "A restore job from this vault is queued or running: delete the vault once it has finished."
+    return None
+
+
+def gc_guard(vault):
+    """A running restore reads the vault's packs where the index said they were: collection waits for it."""
+    return active_jobs(RestoreJob.objects.filter(vault=vault, status=RestoreJob.Status.RUNNING)).exists()
 
 
 def reap_stale_restore_jobs():

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from console.services import audit_refusals, fail_lost_jobs, record_audit, requeue_lost_jobs
@@ -315,6 +315,12 @@ def _parent_entries(vault, source):
 def requeue_lost_backup_jobs():
     """Backup jobs whose message was lost are queued again (they would wait for ever)."""
     return requeue_lost_jobs(BackupJob, _enqueue_backup)
+
+
+def active_jobs(jobs):
+    """Of these jobs (backup or restore), those queued or running with a live worker."""
+    fresh = timezone.now() - HEARTBEAT_STALE
+    return jobs.filter(Q(status="queued") | Q(status="running", heartbeat__gte=fresh))
 
 
 def reap_stale_backup_jobs():

@@ -16,9 +16,18 @@ from console.models import Account, ResourceGroup
 from console.services import QUEUED_STALE, audit_refusals, record_audit, send_again
 
 from ..keys import KeyProviderError, kms_provider, new_data_key, wrap_data_key
-from ..models import EncryptionMethod, KmsKey, RemovedVaultArea, Vault, VaultStatus, VaultType, new_vault_id
+from ..models import (
+    BackupJob,
+    EncryptionMethod,
+    KmsKey,
+    RemovedVaultArea,
+    Vault,
+    VaultStatus,
+    VaultType,
+    new_vault_id,
+)
 from ..objectstore import ObjectStoreError, region_store
-from .backups import ORPHAN_AGE
+from .backups import ORPHAN_AGE, active_jobs
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +317,8 @@ def deletion_refusal(vault):
     """Rule V7: why this vault cannot be deleted now, or None."""
     if vault.backup_lock:
         return "Backup lock is on: the vault's backup points cannot be deleted before they expire."
+    if active_jobs(BackupJob.objects.filter(vault=vault)).exists():
+        return "A backup job of this vault is queued or running: delete the vault once it has finished."
     for guard in DELETE_GUARDS:
         reason = guard(vault)
         if reason:
