@@ -2,10 +2,10 @@
 
 from django.db.models import Min, Q
 
-from vaults.models import BackupPoint, SourceType, Tier
+from vaults.models import BackupPoint, Tier
 
 from .models import ReplicatedPoint, ReplicationPair
-from .services import replication_refusal
+from .services import replication_refusal, vaults_with_ecs_instance_data
 
 
 class VaultReplication:
@@ -42,11 +42,7 @@ def replication_of(vaults):
         .order_by("-created")
     )
     _set_oldest_pending([p for p in pairs if p.is_active])
-    with_ecs = set(
-        BackupPoint.objects.filter(vault__in=ids, source_type=SourceType.ECS_INSTANCE)
-        .values_list("vault", flat=True)
-        .distinct()
-    )
+    with_ecs = vaults_with_ecs_instance_data(ids)
     result = {}
     for vault in vaults:
         mine = [p for p in pairs if vault.id in (p.source_vault_id, p.target_vault_id)]
@@ -54,7 +50,7 @@ def replication_of(vaults):
         pair = (active or mine or [None])[0]
         role = None if pair is None else ("source" if pair.source_vault_id == vault.id else "target")
         replicated = any(p.source_vault_id == vault.id for p in active)
-        refusal = replication_refusal(vault, replicated=replicated, has_ecs_instance_points=vault.id in with_ecs)
+        refusal = replication_refusal(vault, replicated=replicated, has_ecs_instance_data=vault.id in with_ecs)
         result[vault.id] = VaultReplication(vault, pair, role, refusal)
     return result
 

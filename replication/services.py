@@ -14,7 +14,7 @@ from console.models import Region
 from console.services import audit_refusals, record_audit
 from vaults import services as vault_services
 from vaults.keys import vault_keys
-from vaults.models import BackupPoint, EncryptionMethod, SourceType, Vault, VaultStatus, VaultType
+from vaults.models import BackupJob, BackupPoint, EncryptionMethod, SourceType, Vault, VaultStatus, VaultType
 
 from .models import ReplicationPair
 
@@ -40,7 +40,7 @@ def active_pair_of(vault):
     )
 
 
-def replication_refusal(vault, *, replicated=None, has_ecs_instance_points=None):
+def replication_refusal(vault, *, replicated=None, has_ecs_instance_data=None):
     """Rules R1, R3, R7: why this vault cannot be configured for replication, or None.
 
     A page of many vaults passes what it already knows, so the check costs no query per row.
@@ -59,11 +59,20 @@ def replication_refusal(vault, *, replicated=None, has_ecs_instance_points=None)
         ).exists()
     if replicated:
         return "This vault is already replicated: a vault has at most one replication target."
-    if has_ecs_instance_points is None:
-        has_ecs_instance_points = BackupPoint.objects.filter(vault=vault, source_type=SourceType.ECS_INSTANCE).exists()
-    if has_ecs_instance_points:
-        return "This vault holds ECS instance backups: enable their replication with a backup policy."
+    if has_ecs_instance_data is None:
+        has_ecs_instance_data = bool(vaults_with_ecs_instance_data([vault.id]))
+    if has_ecs_instance_data:
+        return "This vault holds (or is backing up) ECS instance data: enable its replication with a backup policy."
     return None
+
+
+def vaults_with_ecs_instance_data(vault_ids):
+    """Of these vaults, those holding ECS instance points or about to (a backup job queued or running): R7."""
+    points = BackupPoint.objects.filter(vault__in=vault_ids, source_type=SourceType.ECS_INSTANCE)
+    jobs = vault_services.active_jobs(
+        BackupJob.objects.filter(vault__in=vault_ids, source__source_type=SourceType.ECS_INSTANCE)
+    )
+    return set(points.values_list("vault", flat=True)) | set(jobs.values_list("vault", flat=True))
 
 
 def destination_regions(source_vault):

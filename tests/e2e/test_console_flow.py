@@ -36,7 +36,7 @@ def switch_region(page, region_name):
 
 @pytest.mark.e2e
 @pytest.mark.worker
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)  # regions: the seeded_regions fixture
 def test_create_watch_switch_region_and_delete_a_kms_vault(
     celery_worker_process, page, console_messages, user, account, region, lrs_region
 ):
@@ -160,7 +160,7 @@ def test_create_watch_switch_region_and_delete_a_kms_vault(
 
 @pytest.mark.e2e
 @pytest.mark.worker
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)  # regions: the seeded_regions fixture
 def test_readme_screenshots(celery_worker_process, page, console_messages, user, account, region, make_vault, tmp_path):
     """The pages of the README's screenshots render (1280x800); SAVE_SCREENSHOTS=1 writes them to docs/."""
     out = SCREENSHOTS if os.environ.get("SAVE_SCREENSHOTS") == "1" else tmp_path

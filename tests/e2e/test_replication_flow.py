@@ -87,7 +87,7 @@ def assert_polling_stopped(page, seen, what):
 
 @pytest.mark.e2e
 @pytest.mark.worker
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)  # regions: the seeded_regions fixture
 def test_replicate_follow_stop_and_restore_the_replica(
     celery_worker_process, page, console_messages, user, account, region, lrs_region, make_vault, tmp_path
 ):

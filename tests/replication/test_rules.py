@@ -138,6 +138,21 @@ def test_ecs_instance_data_replicates_only_through_a_policy(source_vault, accoun
         start(source_vault, lrs_region)
 
 
+def test_a_vault_with_an_ecs_instance_backup_on_its_way_is_not_replicated(
+    source_vault, account, region, lrs_region, tmp_path
+):
+    # rule R7: a queued ECS instance backup would commit its point after the pair started
+    (tmp_path / "disk").mkdir()
+    ecs = vault_services.create_backup_source(
+        actor=None, account=account, region=region, source_type="ecs-instance", name="vm", path=str(tmp_path / "disk")
+    )
+    vault_services.start_backup(actor=None, vault=source_vault, source=ecs)
+    assert "backup policy" in services.replication_refusal(source_vault)
+    with pytest.raises(ValidationError, match="backup policy"):
+        start(source_vault, lrs_region)
+    assert not ReplicationPair.objects.exists()
+
+
 def test_a_replicated_vault_takes_no_ecs_instance_backup(source_vault, account, region, lrs_region, tmp_path):
     # rule R7 the other way round: its points would reach the target through the vault route
     (tmp_path / "disk").mkdir()
