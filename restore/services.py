@@ -24,7 +24,14 @@ from vaults.chunkstore import CorruptData
 from vaults.directio import DIRECT_MIN, DirectWriter
 from vaults.keys import KeyProviderError
 from vaults.models import SourceType, Tier, VaultType
-from vaults.objectstore import BUCKET_NAME_RULE, ObjectStoreError, is_valid_bucket_name, oss_bucket
+from vaults.objectstore import (
+    BUCKET_NAME_RULE,
+    ObjectStoreError,
+    bucket_refusal,
+    is_valid_bucket_name,
+    oss_bucket,
+    path_refusal,
+)
 from vaults.readback import PointReader
 from vaults.services.backups import HEARTBEAT_STALE, active_jobs
 
@@ -54,8 +61,12 @@ def create_restore_target(*, actor, account, region, kind, name, location, prefi
         elif kind == TargetKind.OSS_BUCKET:
             if not is_valid_bucket_name(location):
                 errors["location"] = BUCKET_NAME_RULE
+            elif reason := bucket_refusal(location):
+                errors["location"] = reason
         elif not location.startswith("/"):
             errors["location"] = "Enter an absolute directory path the restore worker can write."
+        elif reason := path_refusal(location):
+            errors["location"] = reason
         if network not in Network.values:
             errors["network"] = f"Unknown network {network!r}."
         if not region.is_enabled:
@@ -106,7 +117,7 @@ def restore_refusal(point, target):
         return "VMware VM points cannot be restored from a Replication Target vault."
     if point.tier == Tier.ARCHIVE:
         return "The point is in the archive tier: bring it back to the standard tier first."
-    return None
+    return bucket_refusal(target.location) if target.is_bucket else path_refusal(target.location)
 
 
 def targets_for(point):

@@ -284,6 +284,50 @@ def is_valid_bucket_name(name):
     return 3 <= len(name) <= 63 and all(c.islower() or c.isdigit() or c in "-." for c in name)
 
 
+def _service_areas():
+    """Directories of the service's own data: region stores, keys, the embedded database."""
+    from console.models import Region
+
+    areas = {settings.DATA_DIR, Path(settings.OBJECT_STORE["root"]), Path(settings.MASTER_SECRET_FILE).parent}
+    areas.add(Path(settings.KMS["local_root"]))
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        areas.add(Path(database["NAME"]).parent)
+    for region in Region.objects.all():
+        backend, location, *_ = store_config(region)
+        if backend == "local":
+            areas.add(Path(location))
+    return {Path(os.path.realpath(a)) for a in areas}
+
+
+def path_refusal(path):
+    """Why a directory may not be a backup source or a restore target, or None.
+
+    The service's own data is never one, nor a directory holding it: a backup of it
+    would hand over every vault's keys, a restore into it could overwrite another
+    account's packs. With BACKUP_PATH_ROOTS set, a path must lie under one of them.
+    """
+    where = Path(os.path.realpath(path))
+    for area in _service_areas():
+        if where == area or area in where.parents or where in area.parents:
+            return f"{path} holds or is part of this service's own data; choose another directory."
+    roots = [Path(os.path.realpath(r)) for r in settings.BACKUP_PATH_ROOTS]
+    if roots and not any(where == r or r in where.parents for r in roots):
+        return f"{path} is not under the directories this service may read and write: {', '.join(map(str, roots))}."
+    return None
+
+
+def bucket_refusal(bucket):
+    """Why an OSS bucket may not be a backup source or a restore target: it is a region's store."""
+    from console.models import Region
+
+    for region in Region.objects.all():
+        backend, location, *_ = store_config(region)
+        if backend == "s3" and location == bucket:
+            return f"The bucket {bucket} holds this service's own data; choose another bucket."
+    return None
+
+
 def oss_bucket(region, bucket):
     """An OSS bucket of a region, as a backup source reads it (and a restore writes it).
 

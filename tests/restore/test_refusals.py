@@ -53,7 +53,7 @@ def file_point(account, region, general_vault, src):
 
 def test_target_in_another_region_is_refused(tmp_path, account, lrs_region, file_point):
     # rule S1: a point of a cn-hangzhou vault restores only to resources of cn-hangzhou
-    target = make_target(account, lrs_region, "ecs-instance", tmp_path)
+    target = make_target(account, lrs_region, "ecs-instance", tmp_path / "dest")
     assert_refused(file_point, target, lrs_region.name, file_point.vault.region.name)
 
 
@@ -71,7 +71,7 @@ def test_replication_target_vault_restores_only_in_its_region(tmp_path, account,
 
 def test_target_of_another_account_is_refused(tmp_path, other_account, region, file_point):
     # rule A1 / S1: a target prepared by another account, even in the same region and of the right kind
-    target = make_target(other_account, region, "ecs-instance", tmp_path)
+    target = make_target(other_account, region, "ecs-instance", tmp_path / "dest")
     assert_refused(file_point, target, "another account")
     assert list(services.targets_for(file_point)) == []
 
@@ -179,3 +179,29 @@ def test_run_re_checks_the_rules(tmp_path, account, region, lrs_region, file_poi
     assert job.status == RestoreJob.Status.FAILED and "region" in job.error
     assert list(dest.iterdir()) == []
     assert AuditLog.objects.get(action="run_restore", object_id=str(job.pk)).outcome == AuditLog.Outcome.FAILED
+
+
+def test_the_service_own_data_is_never_a_source_or_a_target(tmp_path, account, region, settings, s3_stores):
+    # rules A1, L1: a backup of the stores or keys would hand over every vault; a restore into them
+    # could overwrite another account's packs (a locked vault's too)
+    from vaults.objectstore import store_config
+
+    store_bucket = store_config(region)[1]
+    local_areas = [settings.DATA_DIR, settings.MASTER_SECRET_FILE.parent, "/"]
+    for path in local_areas:
+        with pytest.raises(ValidationError, match="own data"):
+            vault_services.create_backup_source(
+                actor=None, account=account, region=region, source_type="nas", name="x", path=str(path)
+            )
+        with pytest.raises(ValidationError, match="own data"):
+            make_target(account, region, "local-server", path)
+    with pytest.raises(ValidationError, match="own data"):
+        vault_services.create_backup_source(
+            actor=None, account=account, region=region, source_type="oss", name="x", bucket=store_bucket
+        )
+    with pytest.raises(ValidationError, match="own data"):
+        make_target(account, region, "oss-bucket", store_bucket)
+    settings.BACKUP_PATH_ROOTS = [str(tmp_path / "exports")]
+    with pytest.raises(ValidationError, match="not under the directories"):
+        make_target(account, region, "local-server", tmp_path / "elsewhere")
+    make_target(account, region, "local-server", tmp_path / "exports" / "restores")

@@ -41,7 +41,15 @@ from ..models import (
     VaultType,
     new_point_id,
 )
-from ..objectstore import BUCKET_NAME_RULE, ObjectStoreError, is_valid_bucket_name, oss_bucket, region_store
+from ..objectstore import (
+    BUCKET_NAME_RULE,
+    ObjectStoreError,
+    bucket_refusal,
+    is_valid_bucket_name,
+    oss_bucket,
+    path_refusal,
+    region_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +91,15 @@ def create_backup_source(
             bucket = (bucket or "").strip()
             if not is_valid_bucket_name(bucket):
                 errors["bucket"] = BUCKET_NAME_RULE
+            elif reason := bucket_refusal(bucket):
+                errors["bucket"] = reason
             path = ""
         else:
             path = (path or "").strip()
             if not path.startswith("/"):
                 errors["path"] = "Enter an absolute path the backup worker can read."
+            elif reason := path_refusal(path):
+                errors["path"] = reason
             bucket = prefix = ""
         if not region.is_enabled:
             errors["region"] = f"The region {region.code} is disabled."
@@ -136,6 +148,9 @@ def backup_refusal(vault, source):
         return "The backup source belongs to another account."
     if source.region_id != vault.region_id:
         return f"The backup source is in {source.region.name}; the vault is in {vault.region.name}."
+    reason = bucket_refusal(source.bucket) if source.source_type == SourceType.OSS else path_refusal(source.path)
+    if reason:
+        return reason
     for guard in BACKUP_GUARDS:
         reason = guard(vault, source)
         if reason:
