@@ -73,6 +73,11 @@ class RestoreTarget(models.Model):
     def is_on_premises(self):
         return self.kind in ON_PREMISES
 
+    @property
+    def sends_over_internet(self):
+        """An on-premises target reached over the Internet: what a restore writes there is outbound traffic (B2)."""
+        return self.is_on_premises and self.network == Network.INTERNET
+
 
 class Existing(models.TextChoices):
     SKIP = "skip", "Skip existing files"

@@ -164,7 +164,8 @@ def start_restore(*, actor, point, target, sub_path="", files=(), existing=Exist
                 sub_path=sub,
                 files=files,
                 existing=existing,
-                is_free=vault.vault_type == VaultType.REPLICATION_TARGET,
+                # rule B2: free from a replica into its region; over the Internet the bytes sent are billed
+                is_free=vault.vault_type == VaultType.REPLICATION_TARGET and not target.sends_over_internet,
             )
             record_audit(
                 actor=actor,
@@ -323,6 +324,7 @@ def _run(job):
         files_total=len(data_entries), bytes_total=sum(e["size"] for e in data_entries)
     )
     stats = {"files_written": 0, "bytes_written": 0, "files_skipped": 0, "skipped": [], "verified": 0}
+    billed = target.sends_over_internet  # rule B2: outbound traffic
 
     def save(progress):
         RestoreJob.objects.filter(pk=job.pk).update(
@@ -331,24 +333,19 @@ def _run(job):
             bytes_written=stats["bytes_written"],
             files_skipped=stats["files_skipped"],
             files_verified=stats["verified"],
+            internet_bytes=stats["bytes_written"] if billed else 0,
             heartbeat=timezone.now(),
         )
 
     progress = Progress(save)
-    if target.is_bucket:
-        _restore_to_bucket(job, reader, data_entries, progress, stats)
-    else:
-        _restore_to_tree(job, reader, entries, progress, stats)
-    progress.tick(force=True)
-    internet = stats["bytes_written"] if target.is_on_premises and target.network == Network.INTERNET else 0
-    RestoreJob.objects.filter(pk=job.pk).update(
-        files_done=progress.files,
-        bytes_done=progress.bytes,
-        bytes_written=stats["bytes_written"],
-        files_skipped=stats["files_skipped"],
-        files_verified=stats["verified"],
-        internet_bytes=internet,
-    )
+    try:
+        if target.is_bucket:
+            _restore_to_bucket(job, reader, data_entries, progress, stats)
+        else:
+            _restore_to_tree(job, reader, entries, progress, stats)
+    finally:  # what was sent before a failure is counted (and billed) too
+        progress.tick(force=True)
+    internet = stats["bytes_written"] if billed else 0
     stats["skipped"] = stats["skipped"][:100]
     stats["internet_bytes"] = internet
     return stats

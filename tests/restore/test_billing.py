@@ -16,7 +16,7 @@ from console.billing import GB
 from console.models import Region
 from replication.models import CrossRegionTraffic, ReplicationPair
 from restore.models import Existing, Network, RestoreJob
-from tests.restore.conftest import KiB, make_target, random_bytes, restore_ok, write
+from tests.restore.conftest import KiB, make_target, random_bytes, restore, restore_ok, write
 from vaults import services as vault_services
 from vaults.models import SourceType, StorageUsage
 from vaults.tasks import note_storage_usage_task
@@ -84,12 +84,25 @@ def test_on_premises_over_vpn_or_leased_line_bills_nothing(tmp_path, account, po
 
 
 def test_on_premises_from_a_replica_over_the_internet(tmp_path, account, point_of, src):
-    # rule B2: a replica restored to its own region's local server over the Internet still sends the bytes
+    # rule B2: a replica restored to a local server over the Internet sends the bytes, and they are billed
     point, point_region = point_of("replica", SourceType.ON_PREMISES_FILE, path=src)
     dest = tmp_path / "dest"
     dest.mkdir()
     job = restore_ok(point, make_target(account, point_region, "local-server", dest))
-    assert job.is_free is True and job.internet_bytes == TOTAL
+    assert job.is_free is False and job.internet_bytes == TOTAL
+    usage = billing.month_usage(account, point_region, billing.parse_month(""))
+    assert sum(line.internet_bytes for line in usage.vaults) == TOTAL
+
+
+def test_bytes_sent_before_a_restore_failed_are_billed(tmp_path, account, point_of, src):
+    # rule B2: what reached the on-premises target before a failure was sent all the same
+    point, point_region = point_of("general", SourceType.ON_PREMISES_FILE, path=src)
+    dest = tmp_path / "dest"
+    (dest / "two").mkdir(parents=True)
+    (dest / "two" / "two.bin").mkdir()  # a directory where the point has a file: the job fails there
+    job = restore(point, make_target(account, point_region, "local-server", dest), existing=Existing.OVERWRITE)
+    assert job.status == RestoreJob.Status.FAILED and (dest / "one.bin").read_bytes() == DATA["one.bin"]
+    assert job.internet_bytes == job.bytes_written >= len(DATA["one.bin"])
 
 
 # -- rule B3: the Usage & Billing page and the `usage` command -------------------------------------
