@@ -105,14 +105,14 @@ def send_again(waiting, stamp, enqueue):
     return sent
 
 
-@transaction.atomic
 def create_account(*, actor, slug, name):
     """Rule A2: an account comes with its default resource group."""
-    if Account.objects.filter(slug=slug).exists():
-        raise ValidationError({"slug": f"An account named {slug!r} already exists."})
-    account = Account.objects.create(slug=slug, name=name)
-    ResourceGroup.objects.create(account=account, name=ResourceGroup.DEFAULT_NAME, is_default=True)
-    record_audit(actor=actor, action="create_account", object_type="account", object_id=account.pk, account=account)
+    with audit_refusals("create_account", actor=actor, object_type="account", object_id=slug), transaction.atomic():
+        if Account.objects.filter(slug=slug).exists():
+            raise ValidationError({"slug": f"An account named {slug!r} already exists."})
+        account = Account.objects.create(slug=slug, name=name)
+        ResourceGroup.objects.create(account=account, name=ResourceGroup.DEFAULT_NAME, is_default=True)
+        record_audit(actor=actor, action="create_account", object_type="account", object_id=account.pk, account=account)
     return account
 
 
@@ -144,22 +144,25 @@ def remove_member(*, actor, membership):
     membership.delete()
 
 
-@transaction.atomic
 def create_resource_group(*, actor, account, name):
     name = (name or "").strip()
-    if not name:
-        raise ValidationError({"name": "Enter a resource group name."})
-    if ResourceGroup.objects.filter(account=account, name=name).exists():
-        raise ValidationError({"name": f"The resource group {name!r} already exists."})
-    group = ResourceGroup.objects.create(account=account, name=name)
-    record_audit(
-        actor=actor,
-        action="create_resource_group",
-        object_type="resource_group",
-        object_id=group.pk,
-        account=account,
-        name=name,
-    )
+    with (
+        audit_refusals("create_resource_group", actor=actor, object_type="resource_group", account=account),
+        transaction.atomic(),
+    ):
+        if not name:
+            raise ValidationError({"name": "Enter a resource group name."})
+        if ResourceGroup.objects.filter(account=account, name=name).exists():
+            raise ValidationError({"name": f"The resource group {name!r} already exists."})
+        group = ResourceGroup.objects.create(account=account, name=name)
+        record_audit(
+            actor=actor,
+            action="create_resource_group",
+            object_type="resource_group",
+            object_id=group.pk,
+            account=account,
+            name=name,
+        )
     return group
 
 
@@ -179,28 +182,27 @@ REGION_FIELDS = (
 )
 
 
-@transaction.atomic
 def save_region(*, actor, region):
     """Add a region, or disable, rename or re-point the storage of one (rule G2)."""
-    if region.pk is not None:
-        old = Region.objects.select_for_update().get(pk=region.pk)
-        if old.code != region.code and old.vaults.exists():
-            raise ValidationError({"code": "A region that holds vaults cannot change its code."})
-        changed = {f: getattr(region, f) for f in REGION_FIELDS if getattr(old, f) != getattr(region, f)}
-        action = "update_region"
-    else:
-        changed = {f: getattr(region, f) for f in REGION_FIELDS}
-        action = "add_region"
-    region.full_clean()
-    region.save()
-    record_audit(
-        actor=actor,
-        action=action,
-        object_type="region",
-        object_id=region.code,
-        region_code=region.code,
-        changed=changed,
-    )
+    action = "add_region" if region.pk is None else "update_region"
+    with audit_refusals(action, actor=actor, object_type="region", object_id=region.code), transaction.atomic():
+        if region.pk is not None:
+            old = Region.objects.select_for_update().get(pk=region.pk)
+            if old.code != region.code and old.vaults.exists():
+                raise ValidationError({"code": "A region that holds vaults cannot change its code."})
+            changed = {f: getattr(region, f) for f in REGION_FIELDS if getattr(old, f) != getattr(region, f)}
+        else:
+            changed = {f: getattr(region, f) for f in REGION_FIELDS}
+        region.full_clean()
+        region.save()
+        record_audit(
+            actor=actor,
+            action=action,
+            object_type="region",
+            object_id=region.code,
+            region_code=region.code,
+            changed=changed,
+        )
     return region
 
 
@@ -208,20 +210,23 @@ def get_user(username):
     return get_user_model().objects.get(username=username)
 
 
-@transaction.atomic
 def rename_account(*, actor, account, name):
     name = (name or "").strip()
-    if not name:
-        raise ValidationError({"name": "Enter the account's name."})
-    if name != Account.objects.get(pk=account.pk).name:
-        account.name = name
-        account.save(update_fields=["name"])
-        record_audit(
-            actor=actor,
-            action="rename_account",
-            object_type="account",
-            object_id=account.pk,
-            account=account,
-            name=name,
-        )
+    with (
+        audit_refusals("rename_account", actor=actor, object_type="account", object_id=account.pk, account=account),
+        transaction.atomic(),
+    ):
+        if not name:
+            raise ValidationError({"name": "Enter the account's name."})
+        if name != Account.objects.get(pk=account.pk).name:
+            account.name = name
+            account.save(update_fields=["name"])
+            record_audit(
+                actor=actor,
+                action="rename_account",
+                object_type="account",
+                object_id=account.pk,
+                account=account,
+                name=name,
+            )
     return account
