@@ -180,8 +180,9 @@ OBJECT_STORE = {
 # Key providers (rule V4). Cloud Backup-managed keys derive from a service
 # master secret kept outside the database; KMS is the built-in key service
 # ("local") or a KMS API per region through boto3 ("aws").
-# Directories backup sources and restore targets must lie under (colon-separated); empty: any
-# directory but the service's own data (vaults/objectstore.py: path_refusal).
+# Directories (colon-separated) under which each account has its own, `<root>/<account slug>/`, where
+# its backup sources and restore targets must lie; empty: any directory but the service's own data
+# (vaults/objectstore.py: path_refusal).
 BACKUP_PATH_ROOTS = [p for p in env.get("BACKUP_PATH_ROOTS", "").split(":") if p]
 MASTER_SECRET = env.get("CLOUD_BACKUP_MASTER_SECRET", "")
 MASTER_SECRET_FILE = Path(env.get("CLOUD_BACKUP_MASTER_SECRET_FILE", DATA_DIR / "secrets" / "master.key"))

@@ -65,7 +65,7 @@ def create_restore_target(*, actor, account, region, kind, name, location, prefi
                 errors["location"] = reason
         elif not location.startswith("/"):
             errors["location"] = "Enter an absolute directory path the restore worker can write."
-        elif reason := path_refusal(location):
+        elif reason := path_refusal(location, account):
             errors["location"] = reason
         if network not in Network.values:
             errors["network"] = f"Unknown network {network!r}."
@@ -117,7 +117,7 @@ def restore_refusal(point, target):
         return "VMware VM points cannot be restored from a Replication Target vault."
     if point.tier == Tier.ARCHIVE:
         return "The point is in the archive tier: bring it back to the standard tier first."
-    return bucket_refusal(target.location) if target.is_bucket else path_refusal(target.location)
+    return bucket_refusal(target.location) if target.is_bucket else path_refusal(target.location, target.account)
 
 
 def targets_for(point):

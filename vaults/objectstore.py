@@ -300,20 +300,21 @@ def _service_areas():
     return {Path(os.path.realpath(a)) for a in areas}
 
 
-def path_refusal(path):
-    """Why a directory may not be a backup source or a restore target, or None.
+def path_refusal(path, account):
+    """Why a directory may not be a backup source or a restore target of an account, or None.
 
     The service's own data is never one, nor a directory holding it: a backup of it
     would hand over every vault's keys, a restore into it could overwrite another
-    account's packs. With BACKUP_PATH_ROOTS set, a path must lie under one of them.
+    account's packs. With BACKUP_PATH_ROOTS set, each account has its own directory
+    under each root (`<root>/<account slug>/`) and its paths must lie in one of them.
     """
     where = Path(os.path.realpath(path))
     for area in _service_areas():
         if where == area or area in where.parents or where in area.parents:
             return f"{path} holds or is part of this service's own data; choose another directory."
-    roots = [Path(os.path.realpath(r)) for r in settings.BACKUP_PATH_ROOTS]
+    roots = [Path(os.path.realpath(r)) / account.slug for r in settings.BACKUP_PATH_ROOTS]
     if roots and not any(where == r or r in where.parents for r in roots):
-        return f"{path} is not under the directories this service may read and write: {', '.join(map(str, roots))}."
+        return f"{path} is not under this account's directories: {', '.join(map(str, roots))}."
     return None
 
 

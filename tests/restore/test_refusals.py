@@ -181,7 +181,9 @@ def test_run_re_checks_the_rules(tmp_path, account, region, lrs_region, file_poi
     assert AuditLog.objects.get(action="run_restore", object_id=str(job.pk)).outcome == AuditLog.Outcome.FAILED
 
 
-def test_the_service_own_data_is_never_a_source_or_a_target(tmp_path, account, region, settings, s3_stores):
+def test_the_service_own_data_is_never_a_source_or_a_target(
+    tmp_path, account, region, settings, s3_stores, general_vault
+):
     # rules A1, L1: a backup of the stores or keys would hand over every vault; a restore into them
     # could overwrite another account's packs (a locked vault's too)
     from vaults.objectstore import store_config
@@ -201,7 +203,13 @@ def test_the_service_own_data_is_never_a_source_or_a_target(tmp_path, account, r
         )
     with pytest.raises(ValidationError, match="own data"):
         make_target(account, region, "oss-bucket", store_bucket)
-    settings.BACKUP_PATH_ROOTS = [str(tmp_path / "exports")]
-    with pytest.raises(ValidationError, match="not under the directories"):
-        make_target(account, region, "local-server", tmp_path / "elsewhere")
-    make_target(account, region, "local-server", tmp_path / "exports" / "restores")
+    early = vault_services.create_backup_source(
+        actor=None, account=account, region=region, source_type="nas", name="early", path=str(tmp_path / "data")
+    )
+    settings.BACKUP_PATH_ROOTS = [str(tmp_path / "exports")]  # each account: exports/<slug>/
+    with pytest.raises(ValidationError, match="not under this account's directories"):  # checked at each run too
+        vault_services.start_backup(actor=None, vault=general_vault(), source=early)
+    for elsewhere in (tmp_path / "elsewhere", tmp_path / "exports" / "globex", tmp_path / "exports"):
+        with pytest.raises(ValidationError, match="not under this account's directories"):
+            make_target(account, region, "local-server", elsewhere)
+    make_target(account, region, "local-server", tmp_path / "exports" / account.slug / "restores")

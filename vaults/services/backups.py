@@ -98,7 +98,7 @@ def create_backup_source(
             path = (path or "").strip()
             if not path.startswith("/"):
                 errors["path"] = "Enter an absolute path the backup worker can read."
-            elif reason := path_refusal(path):
+            elif reason := path_refusal(path, account):
                 errors["path"] = reason
             bucket = prefix = ""
         if not region.is_enabled:
@@ -148,7 +148,10 @@ def backup_refusal(vault, source):
         return "The backup source belongs to another account."
     if source.region_id != vault.region_id:
         return f"The backup source is in {source.region.name}; the vault is in {vault.region.name}."
-    reason = bucket_refusal(source.bucket) if source.source_type == SourceType.OSS else path_refusal(source.path)
+    if source.source_type == SourceType.OSS:
+        reason = bucket_refusal(source.bucket)
+    else:
+        reason = path_refusal(source.path, source.account)
     if reason:
         return reason
     for guard in BACKUP_GUARDS:
