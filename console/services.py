@@ -9,6 +9,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .models import Account, AuditLog, Membership, Region, ResourceGroup
@@ -63,6 +64,14 @@ class audit_refusals:
 
 # A job still queued after this long has most likely lost its message (a broker restarted without persistence).
 QUEUED_STALE = timedelta(minutes=5)
+# A running job (backup, restore, verification) whose heartbeat is this old has lost its worker.
+HEARTBEAT_STALE = timedelta(seconds=90)
+
+
+def active_jobs(jobs):
+    """Of these jobs, those queued or running with a live worker."""
+    fresh = timezone.now() - HEARTBEAT_STALE
+    return jobs.filter(Q(status="queued") | Q(status="running", heartbeat__gte=fresh))
 
 
 def requeue_lost_jobs(model, enqueue):
@@ -76,12 +85,13 @@ def requeue_lost_jobs(model, enqueue):
     return send_again(waiting, "heartbeat", enqueue)
 
 
-def fail_lost_jobs(running, failed, audit):
-    """End as failed each row of `running` (running rows whose worker stopped beating); return their ids.
+def fail_lost_jobs(jobs, failed, audit):
+    """End as failed each running job of `jobs` whose worker stopped beating; return their ids.
 
-    `failed(row)` gives the fields to set, `audit(row)` record_audit's arguments naming the
-    row. The update repeats `running`'s filter, so two reapers at once do not both fail one.
+    `failed(job)` gives the fields to set, `audit(job)` record_audit's arguments naming the
+    job. The update repeats the filter, so two reapers at once do not both fail one.
     """
+    running = jobs.filter(status="running", heartbeat__lt=timezone.now() - HEARTBEAT_STALE)
     reaped = []
     for row in running:
         with transaction.atomic():

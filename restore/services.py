@@ -18,7 +18,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from console.services import audit_refusals, fail_lost_jobs, record_audit, requeue_lost_jobs
+from console.services import (
+    HEARTBEAT_STALE,
+    active_jobs,
+    audit_refusals,
+    fail_lost_jobs,
+    record_audit,
+    requeue_lost_jobs,
+)
 from vaults.backup import Progress
 from vaults.chunkstore import CorruptData
 from vaults.directio import DIRECT_MIN, DirectWriter
@@ -33,7 +40,6 @@ from vaults.objectstore import (
     path_refusal,
 )
 from vaults.readback import PointReader
-from vaults.services.backups import HEARTBEAT_STALE, active_jobs
 
 from .models import KIND_FOR_SOURCE, Existing, Network, RestoreJob, RestoreTarget, TargetKind
 
@@ -272,11 +278,8 @@ def gc_guard(vault):
 
 def reap_stale_restore_jobs():
     """Jobs whose worker died end as failed (and audited); running them again finishes them."""
-    running = RestoreJob.objects.filter(
-        status=RestoreJob.Status.RUNNING, heartbeat__lt=timezone.now() - HEARTBEAT_STALE
-    ).select_related("target__region", "account")
     return fail_lost_jobs(
-        running,
+        RestoreJob.objects.select_related("target__region", "account"),
         lambda job: {
             "status": RestoreJob.Status.FAILED,
             "finished": timezone.now(),

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from console.services import HEARTBEAT_STALE
 from tests.conftest import wait_until
 from vaults import services
 from vaults.chunkstore import PACK_TARGET
@@ -35,7 +36,7 @@ def test_killed_backup_leaves_no_point_and_the_rerun_reuses_stored_chunks(
     assert stored_before > 0
 
     # The dead job is reaped once its heartbeat is stale; the next run finishes.
-    BackupJob.objects.filter(pk=job.pk).update(heartbeat=job.heartbeat - services.backups.HEARTBEAT_STALE * 2)
+    BackupJob.objects.filter(pk=job.pk).update(heartbeat=job.heartbeat - HEARTBEAT_STALE * 2)
     assert services.reap_stale_backup_jobs() == [job.pk]
     celery_worker_process.start()
     rerun = services.start_backup(actor=None, vault=vault, source=source)

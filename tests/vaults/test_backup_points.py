@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from console.models import AuditLog
+from console.services import HEARTBEAT_STALE
 from tests.vaults.conftest import (
     KiB,
     RawStore,
@@ -30,7 +31,6 @@ from vaults.keys import vault_keys
 from vaults.models import BackupJob, BackupPoint, Chunk, Vault
 from vaults.objectstore import region_store
 from vaults.readback import verify_vault
-from vaults.services.backups import HEARTBEAT_STALE
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_queue")]
 

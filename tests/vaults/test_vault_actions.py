@@ -133,7 +133,7 @@ def test_a_verification_whose_worker_died_fails_or_is_taken_over(vault, point):
     from django.utils import timezone
 
     from console.models import AuditLog
-    from vaults.services.backups import HEARTBEAT_STALE
+    from console.services import HEARTBEAT_STALE
 
     run = services.start_verify(actor=None, vault=vault)
     VerifyRun.objects.filter(pk=run.pk).update(status=VerifyRun.Status.RUNNING, heartbeat=timezone.now())

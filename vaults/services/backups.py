@@ -11,10 +11,16 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
-from console.services import audit_refusals, fail_lost_jobs, record_audit, requeue_lost_jobs
+from console.services import (
+    HEARTBEAT_STALE,
+    audit_refusals,
+    fail_lost_jobs,
+    record_audit,
+    requeue_lost_jobs,
+)
 
 from ..backup import (
     PointWriter,
@@ -53,7 +59,6 @@ from ..objectstore import (
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_STALE = timedelta(seconds=90)
 MAX_RETENTION_DAYS = 36500
 
 # Callables other apps add; each gets a committed point (replication: copy it, rule R8).
@@ -335,19 +340,10 @@ def requeue_lost_backup_jobs():
     return requeue_lost_jobs(BackupJob, _enqueue_backup)
 
 
-def active_jobs(jobs):
-    """Of these jobs (backup or restore), those queued or running with a live worker."""
-    fresh = timezone.now() - HEARTBEAT_STALE
-    return jobs.filter(Q(status="queued") | Q(status="running", heartbeat__gte=fresh))
-
-
 def reap_stale_backup_jobs():
     """Jobs whose worker died (no heartbeat for a while) end as failed, so GC and users are not blocked."""
-    running = BackupJob.objects.filter(
-        status=BackupJob.Status.RUNNING, heartbeat__lt=timezone.now() - HEARTBEAT_STALE
-    ).select_related("vault__region", "account")
     return fail_lost_jobs(
-        running,
+        BackupJob.objects.select_related("vault__region", "account"),
         lambda job: {
             "status": BackupJob.Status.FAILED,
             "finished": timezone.now(),

@@ -13,7 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from console.models import Account, ResourceGroup
-from console.services import QUEUED_STALE, audit_refusals, record_audit, send_again
+from console.services import QUEUED_STALE, active_jobs, audit_refusals, record_audit, send_again
 
 from ..keys import KeyProviderError, kms_provider, new_data_key, wrap_data_key
 from ..models import (
@@ -27,7 +27,7 @@ from ..models import (
     new_vault_id,
 )
 from ..objectstore import ObjectStoreError, region_store
-from .backups import ORPHAN_AGE, active_jobs
+from .backups import ORPHAN_AGE
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,10 @@ import time
 from django.db import transaction
 from django.utils import timezone
 
-from console.services import fail_lost_jobs, record_audit, requeue_lost_jobs
+from console.services import HEARTBEAT_STALE, fail_lost_jobs, record_audit, requeue_lost_jobs
 
 from ..models import VerifyRun
 from ..readback import verify_vault
-from .backups import HEARTBEAT_STALE
 
 SAVE_EVERY = 1.0  # seconds between saves of a running verification's report
 
@@ -93,11 +92,8 @@ def run_verify(run_id):
 
 def reap_stale_verify_runs():
     """Runs whose worker died (no heartbeat for a while) end as failed, saying to start again."""
-    running = VerifyRun.objects.filter(
-        status=VerifyRun.Status.RUNNING, heartbeat__lt=timezone.now() - HEARTBEAT_STALE
-    ).select_related("vault__region", "vault__account")
     return fail_lost_jobs(
-        running,
+        VerifyRun.objects.select_related("vault__region", "vault__account"),
         lambda run: {
             "status": VerifyRun.Status.FAILED,
             "finished": timezone.now(),
