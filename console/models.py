@@ -31,7 +31,8 @@ class Membership(models.Model):
         ADMIN = "admin", "Administrator"
         OPERATOR = "operator", "Operator"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    # PROTECT: a member leaves through remove_member (audited), not by a user row deleted under it
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="memberships")
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.ADMIN)
 
@@ -121,7 +122,8 @@ class AuditLog(models.Model):
         FAILED = "failed", "Failed"
 
     created = models.DateTimeField(auto_now_add=True, db_index=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    # PROTECT: the log is append-only, so a user who acted is deactivated, never deleted (rule A3)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
     actor_name = models.CharField(max_length=150)
     account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     region_code = models.CharField(max_length=32, blank=True)

@@ -28,3 +28,22 @@ def test_refused_account_group_region_and_rename_actions_are_audited(account, re
     assert Region.objects.filter(code="cn-hangzhou").exists()  # the refused change left nothing behind
     group = services.create_resource_group(actor=None, account=account, name="ops")
     assert AuditLog.objects.filter(action="create_resource_group", outcome="success", object_id=str(group.pk)).exists()
+
+
+def test_a_user_who_is_a_member_or_acted_is_deactivated_not_deleted(admin_client, user, account):
+    # rule A3: deleting the user would drop memberships unaudited and rewrite audit rows
+    from django.contrib.auth import get_user_model
+    from django.db.models import ProtectedError
+
+    from console.models import Membership
+
+    url = f"/admin/auth/user/{user.pk}/delete/"
+    assert "Cannot delete user" in admin_client.get(url).content.decode()
+    with pytest.raises(ProtectedError):
+        user.delete()
+    services.remove_member(actor=None, membership=Membership.objects.get(user=user))
+    AuditLog.objects.create(actor=user, actor_name=user.username, object_type="test", action="acted")
+    with pytest.raises(ProtectedError):
+        user.delete()
+    stranger = get_user_model().objects.create_user(username="stranger", password="pw-stranger")
+    stranger.delete()  # nothing refers to a user who never joined nor acted
