@@ -20,14 +20,14 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The web server and one worker on every queue with the periodic tasks embedded; console/supervise.py
+# starts the worker again when it dies (after a growing pause if it keeps dying) and Ctrl-C stops both.
 run: $(VENV)/.installed-run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
 	@echo "Console: http://127.0.0.1:$(PORT)/  (Ctrl-C stops the console and the worker)"
-	@$(VENV)/bin/celery -A console worker -Q "$$($(PY) manage.py worker_queues)" --beat --schedule=var/celerybeat-schedule --loglevel=INFO --concurrency=2 & worker=$$!; \
-	$(PY) manage.py runserver --noreload 127.0.0.1:$(PORT) & web=$$!; \
-	trap 'kill $$worker $$web 2>/dev/null; wait' EXIT INT TERM; \
-	wait $$web
+	@$(PY) -P console/supervise.py --web '$(PY) manage.py runserver --noreload 127.0.0.1:$(PORT)' \
+	  --worker '$(VENV)/bin/celery -A console worker -Q "$$($(PY) manage.py worker_queues)" --beat --schedule=var/celerybeat-schedule --loglevel=INFO --concurrency=2'
 
 test: $(VENV)/.installed-test
 	@eval "$$($(PY) tests/detect_services.py)" && $(PY) -m pytest $(PYTEST_ARGS)

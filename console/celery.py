@@ -1,8 +1,9 @@
-"""The Celery app: configured from Django settings (CELERY_*), tasks found per app."""
+"""The Celery app: configured from Django settings (CELERY_*), tasks found per app, and the worker's heartbeat."""
 
 import os
+import threading
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 
@@ -26,5 +27,34 @@ app.conf.beat_schedule = {
     "reap-stale-restore-jobs": {"task": "restore.tasks.reap_stale_restore_jobs_task", "schedule": 60.0},
     "reconcile-replication": {"task": "replication.tasks.reconcile_pairs_task", "schedule": 60.0},
     "note-storage-usage": {"task": "vaults.tasks.note_storage_usage_task", "schedule": 3600.0},
+    "prune-broker-messages": {"task": "console.tasks.prune_broker_messages_task", "schedule": 600.0},
 }
 app.autodiscover_tasks()
+
+
+class WorkerHeartbeat(bootsteps.StartStopStep):
+    """Every worker writes its heartbeat row from a thread of its own, so the console can tell when none runs.
+
+    Not a periodic task: one would wait in the queue behind long jobs while every pool slot is busy (and
+    without `celery beat` never run), so a busy worker would look gone.
+    """
+
+    requires = ("celery.worker.components:Pool",)  # the pool's processes are forked before the thread starts
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.stopped = threading.Event()
+
+    def start(self, worker):
+        from console.workers import beat_until
+
+        thread = threading.Thread(
+            target=beat_until, args=(self.stopped, worker.hostname), name="worker-heartbeat", daemon=True
+        )
+        thread.start()
+
+    def stop(self, worker):
+        self.stopped.set()
+
+
+app.steps["worker"].add(WorkerHeartbeat)

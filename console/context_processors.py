@@ -1,8 +1,10 @@
-"""What the page layout needs on every page: the account, the region selector."""
+"""What the page layout needs on every page: the account, the region selector, the worker banner."""
 
 from django.urls import NoReverseMatch, reverse
+from django.utils.functional import SimpleLazyObject
 
 from .selectors import accounts_of, current_account, enabled_regions
+from .workers import worker_silence
 
 
 def region_switch_url(match, code):
@@ -18,11 +20,16 @@ def region_switch_url(match, code):
 
 
 def console(request):
-    match = getattr(request, "resolver_match", None)
-    if not request.user.is_authenticated or match is None or "region" not in match.kwargs:
+    if not request.user.is_authenticated:
         return {}
+    # Lazy: one query, and only when a template shows the banner (base.html; not the htmx fragments).
+    context = {"worker_silence": SimpleLazyObject(worker_silence)}
+    match = getattr(request, "resolver_match", None)
+    if match is None or "region" not in match.kwargs:
+        return context
     regions = list(enabled_regions())
     return {
+        **context,
         "current_account": current_account(request),
         "user_accounts": accounts_of(request.user),
         "region_links": [(r, region_switch_url(match, r.code)) for r in regions],

@@ -149,6 +149,16 @@ class AuditLog(models.Model):
         raise PermissionError("The audit log is append-only.")
 
 
+class WorkerHeartbeat(models.Model):
+    """When each Celery worker (by node name, e.g. `celery@host`) was last seen alive (console/workers.py)."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    last_seen = models.DateTimeField(db_index=True)  # the console reads the latest one on every page
+
+    def __str__(self):
+        return f"{self.hostname} {self.last_seen:%Y-%m-%d %H:%M:%S}"
+
+
 class JobProgress:
     """Progress figures of a job row with status, bytes_done, bytes_total, started and finished."""
 

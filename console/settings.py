@@ -145,20 +145,10 @@ if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
 # Rule B3: charges are shown in this currency; prices are per region (admin -> Regions).
 BILLING_CURRENCY = env.get("BILLING_CURRENCY", "USD")
 
-# Celery: Redis in a real deployment; a broker on the local disk embedded.
-CELERY_BROKER_URL = env.get("CELERY_BROKER_URL") or "filesystem://localhost/"
-CELERY_BROKER_TRANSPORT_OPTIONS = {}
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = DATA_DIR / "broker"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "control_folder": str(_broker_dir / "control"),
-        "store_processed": False,
-        "polling_interval": 0.1,
-    }
-    for _folder in ("queue", "control"):
-        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+# Celery: Redis in a real deployment. Embedded: kombu's SQLAlchemy transport on a SQLite file, where a
+# message is a row written in one transaction, so a worker never reads half of one (kombu's filesystem
+# transport could, and its JSONDecodeError ended the worker). A writer waits up to 30 s for the file's lock.
+CELERY_BROKER_URL = env.get("CELERY_BROKER_URL") or f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}?timeout=30"
 CELERY_TASK_DEFAULT_QUEUE = env.get("CELERY_DEFAULT_QUEUE", "console")
 # Replication tasks run on a queue per destination region, so workers can sit next to its store.
 REPLICATION_QUEUE_TEMPLATE = env.get("REPLICATION_QUEUE_TEMPLATE", "replication.{region}")
@@ -181,9 +171,12 @@ OBJECT_STORE = {
 # master secret kept outside the database; KMS is the built-in key service
 # ("local") or a KMS API per region through boto3 ("aws").
 # Directories (colon-separated) under which each account has its own, `<root>/<account slug>/`, where
-# its backup sources and restore targets must lie; empty: any directory but the service's own data
-# (vaults/objectstore.py: path_refusal).
+# its backup sources and restore targets must lie (vaults/objectstore.py: path_refusal). Without them
+# any directory but the service's own data and the host's system areas is allowed, which is safe only
+# with one tenant: that holds on the embedded SQLite default, or where CLOUD_BACKUP_SINGLE_TENANT=1
+# says so; a deployment on DATABASE_URL otherwise refuses every path until roots are set (rule T2).
 BACKUP_PATH_ROOTS = [p for p in env.get("BACKUP_PATH_ROOTS", "").split(":") if p]
+SINGLE_TENANT = env_bool("CLOUD_BACKUP_SINGLE_TENANT", not env.get("DATABASE_URL"))
 MASTER_SECRET = env.get("CLOUD_BACKUP_MASTER_SECRET", "")
 MASTER_SECRET_FILE = Path(env.get("CLOUD_BACKUP_MASTER_SECRET_FILE", DATA_DIR / "secrets" / "master.key"))
 KMS = {

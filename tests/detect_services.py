@@ -44,7 +44,7 @@ def main():
         exports["CELERY_BROKER_URL"] = broker
     banner = (
         f"make test: database {'PostgreSQL ' + database.split('@')[-1] if database else 'SQLite (embedded)'}; "
-        f"broker {'Redis ' + broker.split('://')[-1] if broker else 'filesystem (embedded)'}"
+        f"broker {'Redis ' + broker.split('://')[-1] if broker else 'SQLite file (embedded)'}"
     )
     for name, value in exports.items():
         print(f"export {name}={shlex.quote(value)}")

@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/bench/bench_replication.py [--size-mb 1024] [--lag-seconds 120]
 
-Everything runs in a fresh CLOUD_BACKUP_DATA_DIR (SQLite, the filesystem broker,
+Everything runs in a fresh CLOUD_BACKUP_DATA_DIR (SQLite, the embedded SQLite broker,
 local directories as region stores); DATABASE_URL, CELERY_BROKER_URL and the
 other store/queue variables are unset for this process and its children.
 
@@ -458,7 +458,7 @@ def bench_lag(args, work, env):
             "ReplicatedPoint.committed (target commit) - AuditLog(action='commit_point').created of the source "
             "point (source commit), per point; percentiles are nearest-rank"
         ),
-        "setup": "filesystem broker (0.1 s polling), celery worker -Q <own queue>, no beat (no periodic reconcile)",
+        "setup": "embedded SQLite broker (1 s polling), celery worker -Q <own queue>, no beat (no periodic reconcile)",
         "code": args.code,
     }
     if failed:
