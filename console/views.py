@@ -2,8 +2,10 @@
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpResponseBadRequest
+from django.http import HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from . import billing
@@ -34,7 +36,17 @@ def switch_account(request):
     if account is None:
         return HttpResponseBadRequest("Not a member of that account.")
     request.session[SESSION_ACCOUNT_KEY] = account.slug
-    return redirect(request.POST.get("next") or "home")
+    return HttpResponseRedirect(safe_next(request, request.POST.get("next", "")))
+
+
+def safe_next(request, url):
+    """`url` if it stays on this site (no other host, no `javascript:`), else the region's Storage Vaults page."""
+    if url and url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return url
+    region = request.session.get("region")
+    return reverse("vaults:list", kwargs={"region": region}) if region else reverse("home")
 
 
 @login_required

@@ -119,10 +119,9 @@ def test_initialize_creates_storage_area_and_vault_becomes_normal(backend, raw, 
         assert (Path(raw.config["root"]) / region.code / "vaults" / vault.id / "vault.json").is_file()
     done = audit_rows(vault, "initialize_vault")
     assert [row.outcome for row in done] == [AuditLog.Outcome.SUCCESS]
-    expected_store = (
-        f"bucket {raw.location(region.code)}" if backend == "s3" else f"directory {raw.location(region.code)}"
-    )
-    assert done[0].detail["store"] == expected_store
+    # the tenant's own audit log names the kind of store, never where the operator keeps it
+    assert done[0].detail["store"] == backend
+    assert str(raw.location(region.code)) not in json.dumps(done[0].detail)
 
 
 def test_initialize_twice_is_harmless(backend, raw, make_vault, region):

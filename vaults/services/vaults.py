@@ -26,7 +26,7 @@ from ..models import (
     VaultType,
     new_vault_id,
 )
-from ..objectstore import ObjectStoreError, region_store
+from ..objectstore import ObjectStoreError, region_store, store_config
 from .backups import ORPHAN_AGE
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,10 @@ def create_vault(
     kms_key=None,
     chunk_id_key=None,
 ):
-    """Rules V1, V3, V4: a new vault with its own wrapped data key; storage follows in a task."""
+    """Rules V1, V3, V4, T2: a new vault with its own wrapped data key; storage follows in a task.
+
+    The one place a vault gets its KMS key: only a key of the vault's own account and region.
+    """
     with audit_refusals("create_vault", actor=actor, account=account, region_code=region.code, object_type="vault"):
         with transaction.atomic():
             vault = _build_vault(
@@ -88,7 +91,7 @@ def create_vault(
                 name=vault.name,
                 type=vault.vault_type,
                 encryption=vault.encryption_method,
-                kms_key=kms_key.key_id if kms_key else "",
+                kms_key=vault.kms_key.key_id if vault.kms_key else "",
             )
             transaction.on_commit(lambda: _enqueue_initialization(vault.id))
     return vault
@@ -127,10 +130,13 @@ def _build_vault(
         errors["resource_group"] = "Choose a resource group of this account."
     if vault_type not in VaultType.values:
         errors["vault_type"] = f"Unknown vault type {vault_type!r}."
+    if kms_key is not None and kms_key.account_id != account.pk:
+        # rule T2: another account's key is refused whatever the method, not silently dropped
+        errors["kms_key"] = f"The KMS key must belong to this account in {region.name}."
     if encryption_method == EncryptionMethod.KMS:
         if kms_key is None:
             errors["kms_key"] = "Choose a KMS KeyId for KMS encryption."
-        elif kms_key.account_id != account.pk or kms_key.region_id != region.pk:
+        elif kms_key.region_id != region.pk:
             errors["kms_key"] = f"The KMS key must belong to this account in {region.name}."
     elif encryption_method == EncryptionMethod.CLOUD_BACKUP_MANAGED:
         kms_key = None
@@ -237,7 +243,7 @@ def initialize_vault_storage(vault_id):
                 object_id=vault.id,
                 account=vault.account,
                 region_code=vault.region.code,
-                store=str(store),
+                store=store_config(vault.region)[0],  # the kind only: where the store lives is the operator's
             )
     return vault
 

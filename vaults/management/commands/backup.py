@@ -4,13 +4,25 @@ Registers (or reuses) a backup source for the path, queues the backup job, and
 with --wait runs it here and now, printing the new point's id and a summary.
 """
 
+import argparse
 import time
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
 from console.commandsupport import ServiceCommand, lookup
+from console.services import record_refusal
 from vaults import services
 from vaults.models import BackupJob, BackupSource, SourceType, Vault
+from vaults.services.backups import MAX_RETENTION_DAYS
+
+
+def retention_days(value):
+    """Parsed here, so an out-of-range retention is refused before a source is registered."""
+    days = int(value)
+    if not 1 <= days <= MAX_RETENTION_DAYS:
+        raise argparse.ArgumentTypeError(f"retention is 1 to {MAX_RETENTION_DAYS} days")
+    return days
 
 
 class Command(ServiceCommand):
@@ -21,7 +33,7 @@ class Command(ServiceCommand):
         parser.add_argument("--vault", required=True)
         parser.add_argument("--source-type", default=SourceType.ON_PREMISES_FILE, choices=SourceType.values)
         parser.add_argument("--bucket", default="", help="OSS source: the bucket (PATH is then the prefix)")
-        parser.add_argument("--retention-days", type=int, default=None)
+        parser.add_argument("--retention-days", type=retention_days, default=None)
         parser.add_argument(
             "--fail-on-change",
             action="store_true",
@@ -33,6 +45,21 @@ class Command(ServiceCommand):
     def handle(self, *args, **options):
         options["action"] = "run"
         return super().handle(*args, **options)
+
+    def refuse_if_refused(self, vault, source):
+        """The refusal start_backup would give (audited like its own), before anything is written."""
+        reason = services.backup_refusal(vault, source)
+        if reason:
+            record_refusal(
+                actor=None,
+                action="start_backup",
+                error=ValidationError(reason),
+                account=vault.account,
+                region_code=vault.region.code,
+                object_type="vault",
+                object_id=vault.id,
+            )
+            raise CommandError(reason)
 
     def handle_run(self, *, vault, source_type, bucket, path, retention_days, fail_on_change, wait, **_):
         vault = lookup(Vault.objects.select_related("account", "region"), "vault", pk=vault)
@@ -50,6 +77,10 @@ class Command(ServiceCommand):
             account=vault.account, region=vault.region, source_type=source_type, **fields
         ).first()
         if source is None:
+            # a refused backup registers no source: the refusal is asked of the source to be, before it exists
+            self.refuse_if_refused(
+                vault, BackupSource(account=vault.account, region=vault.region, source_type=source_type, **fields)
+            )
             source = services.create_backup_source(
                 actor=None,
                 account=vault.account,
