@@ -6,8 +6,10 @@ never leaves a file that looks complete but is not, and running the job again
 finishes it (files already restored are recognised by their hash).
 """
 
+import errno
 import logging
 import os
+import stat
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path, PurePosixPath
@@ -28,18 +30,32 @@ from console.services import (
 )
 from vaults.backup import Progress
 from vaults.chunkstore import CorruptData
-from vaults.directio import DIRECT_MIN, DirectWriter
+from vaults.directio import DIRECT_MIN, DirectWriter, write_all
 from vaults.keys import KeyProviderError
 from vaults.models import SourceType, Tier, VaultType
 from vaults.objectstore import (
     BUCKET_NAME_RULE,
     ObjectStoreError,
-    bucket_refusal,
     is_valid_bucket_name,
-    oss_bucket,
     path_refusal,
 )
 from vaults.readback import PointReader
+from vaults.services import open_oss_bucket, oss_bucket_refusal
+from vaults.tenantfs import (
+    DIRECTORY,
+    NOFOLLOW,
+    InTheWay,
+    OpenRoot,
+    UnsafePath,
+    clean_prefix,
+    join_key,
+    key_problem,
+    kind_of,
+    lookup,
+    open_parent,
+    open_regular,
+    prefix_refusal,
+)
 
 from .models import KIND_FOR_SOURCE, Existing, Network, RestoreJob, RestoreTarget, TargetKind
 
@@ -67,8 +83,12 @@ def create_restore_target(*, actor, account, region, kind, name, location, prefi
         elif kind == TargetKind.OSS_BUCKET:
             if not is_valid_bucket_name(location):
                 errors["location"] = BUCKET_NAME_RULE
-            elif reason := bucket_refusal(location):
+            elif reason := oss_bucket_refusal(account=account, region=region, name=location):
                 errors["location"] = reason
+            try:
+                prefix = clean_prefix(prefix)
+            except ValueError as exc:
+                errors["prefix"] = str(exc)
         elif not location.startswith("/"):
             errors["location"] = "Enter an absolute directory path the restore worker can write."
         elif reason := path_refusal(location, account):
@@ -86,7 +106,7 @@ def create_restore_target(*, actor, account, region, kind, name, location, prefi
                 kind=kind,
                 name=name,
                 location=location,
-                prefix=(prefix or "").lstrip("/") if kind == TargetKind.OSS_BUCKET else "",
+                prefix=prefix if kind == TargetKind.OSS_BUCKET else "",
                 network=network if kind in (TargetKind.ON_PREMISES_NAS, TargetKind.LOCAL_SERVER) else Network.VPN,
             )
             record_audit(
@@ -123,7 +143,10 @@ def restore_refusal(point, target):
         return "VMware VM points cannot be restored from a Replication Target vault."
     if point.tier == Tier.ARCHIVE:
         return "The point is in the archive tier: bring it back to the standard tier first."
-    return bucket_refusal(target.location) if target.is_bucket else path_refusal(target.location, target.account)
+    if target.is_bucket:
+        reason = oss_bucket_refusal(account=target.account, region=target.region, name=target.location)
+        return reason or prefix_refusal(target.prefix)
+    return path_refusal(target.location, target.account)
 
 
 def targets_for(point):
@@ -299,10 +322,10 @@ def select_entries(entries, sub_path, files):
     """The manifest entries a job restores: all, a sub-tree, or a list of paths."""
     chosen = []
     for entry in entries:
-        parts = PurePosixPath(entry["path"]).parts
-        if ".." in parts or entry["path"].startswith("/"):
-            raise RestoreFailed(f"Refusing an unsafe path in the manifest: {entry['path']!r}")
         path = entry["path"]
+        problem = key_problem(path) if isinstance(path, str) else "is not a path"
+        if problem:  # rule T1: a restore writes only inside its target
+            raise RestoreFailed(f"Refusing a path of the point that {problem}: {path!r}; nothing was written.")
         if files and path not in files:
             continue
         if sub_path and not (path == sub_path or path.startswith(sub_path + "/")):
@@ -354,73 +377,90 @@ def _run(job):
     return stats
 
 
-def _file_hash(path):
+def _file_hash(fd):
     hasher = blake3.blake3()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            hasher.update(block)
+    while block := os.read(fd, 1 << 20):
+        hasher.update(block)
     return hasher.hexdigest()
 
 
-def _write_verified(reader, entry, tmp, on_bytes):
-    """Write an entry's data to `tmp`, fsync it and check it against the manifest (rule S4)."""
+def _write_verified(reader, entry, fd, on_bytes):
+    """Write an entry's data into a new, empty file open at `fd`, fsync it and check it (rule S4).
+
+    The caller removes the file when this raises.
+    """
     hasher = blake3.blake3()
     try:
-        with open(tmp, "wb") as f:
-            # large files go around the page cache, as packs do (vaults/directio.py)
-            with DirectWriter(tmp, f.fileno()) if entry.get("size", 0) >= DIRECT_MIN else nullcontext() as direct:
-                for data in reader.iter_file(entry):
-                    if direct:
-                        direct.write(data)
-                    else:
-                        f.write(data)
-                    hasher.update(data)
-                    on_bytes(len(data))
+        # large files go around the page cache, as packs do (vaults/directio.py)
+        with DirectWriter(None, fd) if entry.get("size", 0) >= DIRECT_MIN else nullcontext() as direct:
+            for data in reader.iter_file(entry):
                 if direct:
-                    direct.finish()
-            f.flush()
-            os.fsync(f.fileno())
+                    direct.write(data)
+                else:
+                    write_all(fd, data)
+                hasher.update(data)
+                on_bytes(len(data))
+            if direct:
+                direct.finish()
+        os.fsync(fd)
     except CorruptData as exc:
-        tmp.unlink(missing_ok=True)
         raise RestoreFailed(
             f"{entry['path']}: the backup data is damaged ({exc}); nothing was written under its name."
         ) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     if hasher.hexdigest() != entry["hash"]:
-        tmp.unlink(missing_ok=True)
         raise RestoreFailed(f"{entry['path']}: the restored data does not match its hash; nothing was written.")
 
 
-def _in_the_way(root, entry):
-    """Why an entry could not be put in place: what in the target has the wrong kind (a file or a directory)."""
-    parts = PurePosixPath(entry["path"]).parts
-    for depth in range(1, len(parts)):
-        here = root.joinpath(*parts[:depth])
-        if os.path.lexists(here) and not here.is_dir():
-            return (
-                f"{entry['path']}: the target has a file at {'/'.join(parts[:depth])}, where the point has a "
-                "directory; move it away and run the restore again."
-            )
-    if entry["type"] == "dir":
-        return f"{entry['path']}: the target has a file there, where the point has a directory; move it away."
-    return f"{entry['path']}: the target has a directory there, where the point has a file; move it away."
+class _Target:
+    """A target directory opened once; every entry is reached from it without following a link (rule T1)."""
+
+    def __init__(self, target):
+        try:
+            self.root = OpenRoot(target.location, check=lambda real: path_refusal(real, target.account), want_dir=True)
+        except UnsafePath as exc:
+            raise RestoreFailed(str(exc)) from None
+        if not os.access(f"/proc/self/fd/{self.root.fd}", os.W_OK | os.X_OK):
+            self.root.close()
+            raise RestoreFailed(f"The target directory {target.location} is not writable.")
+
+    def close(self):
+        self.root.close()
+
+    def parent(self, entry, *, create):
+        """(descriptor of the directory holding the entry, its name); the caller closes the descriptor."""
+        parts = entry["path"].split("/")
+        try:
+            return open_parent(self.root.fd, parts, create=create), parts[-1]
+        except InTheWay as exc:
+            raise RestoreFailed(
+                f"{entry['path']}: the target has {exc.what} at {exc.where}, where the point has a directory; "
+                "move it away and run the restore again."
+            ) from None
+
+    def has_clash(self, entry):
+        """Rule S4's "fail if it exists": something is there that is not exactly the entry."""
+        try:
+            fd, name = self.parent(entry, create=False)
+        except (FileNotFoundError, RestoreFailed):
+            return False  # no such directory yet (or a file in the way: the restore says so when it gets there)
+        try:
+            return lookup(fd, name) is not None and not _already_restored(fd, name, entry)
+        finally:
+            os.close(fd)
 
 
 def _restore_to_tree(job, reader, entries, progress, stats):
-    root = Path(job.target.location)
-    if not root.is_dir():
-        raise RestoreFailed(f"The target directory {root} does not exist.")
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise RestoreFailed(f"The target directory {root} is not writable.")
+    target = _Target(job.target)
+    try:
+        _restore_entries(job, target, reader, entries, progress, stats)
+    finally:
+        target.close()
+
+
+def _restore_entries(job, target, reader, entries, progress, stats):
     existing = job.existing
     if existing == Existing.FAIL:
-        clashes = [
-            e["path"]
-            for e in entries
-            if e["type"] != "dir" and (root / e["path"]).exists() and not _already_restored(root / e["path"], e)
-        ]
+        clashes = [e["path"] for e in entries if e["type"] != "dir" and target.has_clash(e)]
         if clashes:
             raise RestoreFailed(
                 f"{len(clashes)} file(s) already exist in the target, first {clashes[0]}; "
@@ -428,94 +468,147 @@ def _restore_to_tree(job, reader, entries, progress, stats):
             )
     dirs = []
     for entry in entries:
-        dest = root / entry["path"]
         kind = entry["type"]
-        _check_inside(root, dest, entry)
         try:
             if kind == "dir":
-                dest.mkdir(parents=True, exist_ok=True)
-                dirs.append((dest, entry))
+                dirs.append(entry)
+                _make_dir(target, entry)
                 continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if os.path.lexists(dest):
-                if _already_restored(dest, entry):
-                    if kind == "file":
-                        stats["files_skipped"] += 1
-                        stats["skipped"].append({"path": entry["path"], "reason": "already identical"})
-                        progress.add_bytes(entry["size"])
-                        progress.add_file()
-                    continue
-                if existing == Existing.SKIP:
-                    stats["skipped"].append({"path": entry["path"], "reason": "exists"})
-                    if kind == "file":
-                        stats["files_skipped"] += 1
-                        progress.add_bytes(entry["size"])
-                        progress.add_file()
-                    continue
-            tmp = dest.with_name(f".{dest.name}.restore-{job.pk}.part")
-            tmp.unlink(missing_ok=True)
-            try:
-                if kind == "symlink":
-                    os.symlink(entry["target"], tmp)
-                    os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
-                else:
-                    _write_verified(reader, entry, tmp, progress.add_bytes)
-                    os.chmod(tmp, entry["mode"])
-                    os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]))
-                os.replace(tmp, dest)
-            except BaseException:
-                tmp.unlink(missing_ok=True)  # nothing half-done is left behind
-                raise
-            if kind == "symlink":
-                continue
+            _restore_one(job, target, reader, entry, progress, stats)
         except PermissionError as exc:
             raise RestoreFailed(f"{entry['path']}: cannot write in the target ({exc.strerror}).") from exc
-        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
-            raise RestoreFailed(_in_the_way(root, entry)) from exc
         except OSError as exc:
-            if isinstance(exc, RestoreFailed):
-                raise
             raise RestoreFailed(f"{entry['path']}: cannot write in the target ({exc.strerror}).") from exc
-        stats["files_written"] += 1
-        stats["bytes_written"] += entry["size"]
-        stats["verified"] += 1
-        progress.add_file()
-    for dest, entry in reversed(dirs):  # deepest first, so writing inside does not move their mtime again
-        os.chmod(dest, entry["mode"])
-        os.utime(dest, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+    for entry in reversed(dirs):  # deepest first, so writing inside does not move their mtime again
+        fd = _open_dir(target, entry)
+        try:
+            os.chmod(fd, entry["mode"])
+            os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+        finally:
+            os.close(fd)
 
 
-def _already_restored(path, entry):
+def _make_dir(target, entry):
+    fd, name = target.parent(entry, create=True)
+    try:
+        try:
+            os.mkdir(name, 0o755, dir_fd=fd)
+        except FileExistsError:
+            pass
+        there = lookup(fd, name)
+        if there is None or not stat.S_ISDIR(there.st_mode):
+            what = kind_of(there.st_mode) if there else "nothing it can use"
+            raise RestoreFailed(
+                f"{entry['path']}: the target has {what} there, where the point has a directory; move it away."
+            )
+    finally:
+        os.close(fd)
+
+
+def _open_dir(target, entry):
+    """A directory entry of the point, opened in the target (it was made there) without following a link."""
+    fd, name = target.parent(entry, create=False)
+    try:
+        return os.open(name, DIRECTORY, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise RestoreFailed(
+                f"{entry['path']}: the target has a file there, where the point has a directory; move it away."
+            ) from None
+        raise
+    finally:
+        os.close(fd)
+
+
+def _restore_one(job, target, reader, entry, progress, stats):
+    """Put one file or symlink in place: a temporary file beside it, checked, then renamed over the name."""
+    kind = entry["type"]
+    fd, name = target.parent(entry, create=True)
+    try:
+        there = lookup(fd, name)
+        if there is not None:
+            if stat.S_ISDIR(there.st_mode):
+                raise RestoreFailed(
+                    f"{entry['path']}: the target has a directory there, where the point has a file; move it away."
+                )
+            if _already_restored(fd, name, entry):
+                if kind == "file":
+                    stats["files_skipped"] += 1
+                    stats["skipped"].append({"path": entry["path"], "reason": "already identical"})
+                    progress.add_bytes(entry["size"])
+                    progress.add_file()
+                return
+            if job.existing == Existing.SKIP:
+                stats["skipped"].append({"path": entry["path"], "reason": "exists"})
+                if kind == "file":
+                    stats["files_skipped"] += 1
+                    progress.add_bytes(entry["size"])
+                    progress.add_file()
+                return
+        tmp = f".{name}.restore-{job.pk}.part"[-255:]
+        _unlink(fd, tmp)
+        try:
+            if kind == "symlink":
+                os.symlink(entry["target"], tmp, dir_fd=fd)
+                os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]), dir_fd=fd, follow_symlinks=False)
+            else:
+                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600, dir_fd=fd)
+                try:
+                    _write_verified(reader, entry, out, progress.add_bytes)
+                    os.chmod(out, entry["mode"])
+                    os.utime(out, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+                finally:
+                    os.close(out)
+            os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # replaces a link in the way, never follows it
+        except BaseException:
+            _unlink(fd, tmp)  # nothing half-done is left behind
+            raise
+    except IsADirectoryError:
+        raise RestoreFailed(
+            f"{entry['path']}: the target has a directory there, where the point has a file; move it away."
+        ) from None
+    finally:
+        os.close(fd)
+    if kind == "symlink":
+        return
+    stats["files_written"] += 1
+    stats["bytes_written"] += entry["size"]
+    stats["verified"] += 1
+    progress.add_file()
+
+
+def _unlink(dir_fd, name):
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _already_restored(dir_fd, name, entry):
     """A file (or symlink) a previous run of the job, or anyone, already wrote exactly like this."""
     try:
         if entry["type"] == "symlink":
-            return path.is_symlink() and os.readlink(path) == entry["target"]
-        return (
-            entry["type"] == "file"
-            and path.is_file()
-            and not path.is_symlink()
-            and path.stat().st_size == entry["size"]
-            and _file_hash(path) == entry["hash"]
-        )
-    except OSError:
+            st = lookup(dir_fd, name)
+            return st is not None and stat.S_ISLNK(st.st_mode) and os.readlink(name, dir_fd=dir_fd) == entry["target"]
+        if entry["type"] != "file":
+            return False
+        fd, st = open_regular(dir_fd, name)
+    except (OSError, UnsafePath):
         return False
-
-
-def _check_inside(root, dest, entry):
-    """Never follow a symlink already in the target out of it (the worker may run as root)."""
-    if not dest.parent.resolve().is_relative_to(root.resolve()):
-        raise RestoreFailed(
-            f"{entry['path']}: a symbolic link in the target leads outside it; nothing was written there."
-        )
-    if entry["type"] == "dir" and dest.is_symlink():
-        raise RestoreFailed(f"{entry['path']}: the target holds a symbolic link where the point has a directory.")
+    try:
+        return st.st_size == entry["size"] and _file_hash(fd) == entry["hash"]
+    finally:
+        os.close(fd)
 
 
 def _restore_to_bucket(job, reader, entries, progress, stats):
     target = job.target
-    bucket = oss_bucket(target.region, target.location)
+    bucket = open_oss_bucket(account=target.account, region=target.region, name=target.location)
     existing = job.existing
-    keys = {e["path"]: f"{target.prefix.rstrip('/')}/{e['path']}" if target.prefix else e["path"] for e in entries}
+    try:  # rule T1: every key lies under the target's prefix
+        keys = {e["path"]: join_key(target.prefix, e["path"]) for e in entries}
+    except UnsafePath as exc:
+        raise RestoreFailed(f"Refusing a key outside the target's prefix: {exc}.") from None
     if existing == Existing.FAIL:
         clashes = [path for path, key in keys.items() if bucket.exists(key)]
         if clashes:
@@ -534,13 +627,14 @@ def _restore_to_bucket(job, reader, entries, progress, stats):
             progress.add_file()
             continue
         fd, name = tempfile.mkstemp(dir=work, prefix=f"restore-{job.pk}-")
-        os.close(fd)
-        tmp = Path(name)
         try:
-            _write_verified(reader, entry, tmp, progress.add_bytes)
-            bucket.put_file(key, tmp, entry.get("content_type"))
+            try:
+                _write_verified(reader, entry, fd, progress.add_bytes)
+            finally:
+                os.close(fd)
+            bucket.put_file(key, name, entry.get("content_type"))
         finally:
-            tmp.unlink(missing_ok=True)
+            os.unlink(name)
         stats["files_written"] += 1
         stats["bytes_written"] += entry["size"]
         stats["verified"] += 1

@@ -42,9 +42,32 @@ def wait_for_port(port, proc, timeout=30):
     raise RuntimeError(f"nothing answered on port {port}")
 
 
+TENANTS = "tenants"  # the suite's BACKUP_PATH_ROOTS root: <test dir>/tenants/<account slug>/
+
+
+@pytest.fixture
+def tmp_path(tmp_path):
+    """A test's own files are the "acme" account's (fixture `account`): its directory under the
+    suite's path root, as a deployment with several tenants has it (rule T2)."""
+    home = tmp_path / TENANTS / "acme"
+    home.mkdir(parents=True)
+    return home
+
+
+@pytest.fixture
+def other_tmp_path(tmp_path):
+    """The "globex" account's directory (fixture `other_account`), beside acme's."""
+    home = tmp_path.parent / "globex"
+    home.mkdir()
+    return home
+
+
 @pytest.fixture(autouse=True)
 def isolated_stores(settings, tmp_path):
-    """Each test gets its own region directories, key service files and master secret."""
+    """Each test gets its own region directories, key service files and master secret, and runs with
+    per-account path roots, as a deployment with several tenants does (rule T2)."""
+    settings.BACKUP_PATH_ROOTS = [str(tmp_path.parent)]
+    settings.SINGLE_TENANT = False
     settings.OBJECT_STORE = {**settings.OBJECT_STORE, "backend": "local", "root": str(tmp_path / "regions")}
     settings.KMS = {**settings.KMS, "backend": "local", "local_root": str(tmp_path / "kms")}
     settings.MASTER_SECRET = ""
@@ -212,6 +235,8 @@ def celery_worker_process(transactional_db, settings, isolated_stores, broker_ur
         "S3_ADDRESSING_STYLE": settings.OBJECT_STORE["addressing_style"],
         "CLOUD_BACKUP_MASTER_SECRET": settings.MASTER_SECRET,
         "CLOUD_BACKUP_MASTER_SECRET_FILE": str(settings.MASTER_SECRET_FILE),
+        "BACKUP_PATH_ROOTS": ":".join(settings.BACKUP_PATH_ROOTS),
+        "CLOUD_BACKUP_SINGLE_TENANT": "1" if settings.SINGLE_TENANT else "0",
         "CELERY_DEFAULT_QUEUE": queue,
         "REPLICATION_QUEUE_TEMPLATE": queue,
     }

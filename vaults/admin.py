@@ -7,7 +7,7 @@ from console.adminsupport import ServiceAdminForm, ServiceModelAdmin
 from console.models import Account, Region, ResourceGroup
 
 from . import services
-from .models import BackupJob, BackupPoint, BackupSource, KmsKey, RemovedVaultArea, Vault
+from .models import BackupJob, BackupPoint, BackupSource, KmsKey, OssBucket, RemovedVaultArea, Vault
 
 
 class VaultAddForm(ServiceAdminForm):
@@ -156,6 +156,28 @@ class KmsKeyAdmin(ServiceModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # a key may protect vault data; keys are retired in the KMS itself
+
+
+class OssBucketForm(ServiceAdminForm):
+    """An operator assigns a bucket to an account (rule T2); the service's store credentials serve it."""
+
+    class Meta:
+        model = OssBucket
+        fields = ("account", "region", "name")
+
+    def run_service(self, cleaned):
+        return services.assign_bucket(actor=self.actor, **{f: cleaned[f] for f in self.Meta.fields})
+
+
+@admin.register(OssBucket)
+class OssBucketAdmin(ServiceModelAdmin):
+    form = OssBucketForm
+    list_display = ("name", "region", "account", "access_key_id", "assigned_by_operator", "created")
+    list_filter = ("region",)
+    actions = None
+
+    def has_change_permission(self, request, obj=None):
+        return False if obj else super().has_change_permission(request, obj)
 
 
 class BackupSourceForm(ServiceAdminForm):

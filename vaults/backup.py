@@ -20,6 +20,7 @@ from pyfastcdc.cy import FastCDC
 
 from .chunkstore import CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, PACK_TARGET, new_pack_name, pack_key
 from .models import Chunk, Pack
+from .tenantfs import OpenRoot, UnsafePath, key_problem, open_regular, walk
 
 READ_BLOCK = 8 * 1024 * 1024
 _cdc = FastCDC(CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX)
@@ -240,38 +241,33 @@ def resolve_chunks(entries):
     return entries
 
 
-def scan_file_tree(root):
-    """Every entry under root (or root itself, if it is a file), sorted; with its lstat."""
+def open_source(path, check=None):
+    """Open a file-tree source's root once, without following a link at its end (rule T1).
+
+    `check(real_path)` says why what was opened may not be read (it is asked about the
+    opened directory's real path, not the name): the source is then refused.
+    """
     try:
-        top = os.lstat(root)
-    except (FileNotFoundError, NotADirectoryError):
-        raise SourceError(f"The path {root} does not exist.") from None
-    except OSError as exc:
-        raise SourceError(f"The path {root} cannot be read: {exc.strerror}.") from None
-    if stat.S_ISREG(top.st_mode):
-        return [(os.path.basename(root), root, top)]
-    if not stat.S_ISDIR(top.st_mode):
-        raise SourceError(f"The path {root} is neither a directory nor a regular file.")
-    if not os.access(root, os.R_OK | os.X_OK):
-        raise SourceError(f"The directory {root} cannot be read (permission denied).")
-    entries = []
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        full = os.path.join(root, rel) if rel else root
-        try:
-            with os.scandir(full) as it:
-                children = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            raise SourceError(f"Cannot list {full}: {exc.strerror}") from exc
-        for child in children:
-            child_rel = f"{rel}/{child.name}" if rel else child.name
-            st = child.stat(follow_symlinks=False)
-            entries.append((child_rel, child.path, st))
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(child_rel)
-    entries.sort(key=lambda e: e[0])
-    return entries
+        return OpenRoot(path, check=check)
+    except UnsafePath as exc:
+        raise SourceError(str(exc)) from None
+
+
+def scan_file_tree(root, warnings=None):
+    """Every entry under an open root (or the root itself, if it is a file), in path order.
+
+    Yields (rel, parent fd, name, lstat); the parent's descriptor is open until the next
+    entry, so the entry can be opened relative to it.
+    """
+    if not root.is_dir:
+        yield root.name, None, None, root.stat
+        return
+
+    def on_problem(rel, text):
+        if warnings is not None:
+            warnings.append({"path": rel, "problem": text})
+
+    yield from walk(root.fd, on_problem)
 
 
 class Progress:
@@ -300,20 +296,26 @@ class Progress:
 
 
 def read_file_tree(writer, root, progress, warnings, parent=None):
-    """Manifest entries of a directory tree (or one file): files, dirs, symlinks, modes, mtimes.
+    """Manifest entries of an open root (`open_source`): files, dirs, symlinks, modes, mtimes.
 
+    Every entry is opened relative to its parent directory's descriptor without following
+    a link, and taken for what fstat on the open descriptor says it is: a symlink is
+    recorded as a link, anything but a file, a directory or a link is skipped (rule T1).
     `parent` maps paths to the entries of the source's previous point: a file whose
     size, mtime, ctime and inode are unchanged reuses its chunk list unread.
     """
     parent = parent or {}
     entries = []
-    for rel, full, st in scan_file_tree(root):
+    for rel, dir_fd, name, st in scan_file_tree(root, warnings):
         entry = {"path": rel, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
         if stat.S_ISDIR(st.st_mode):
             entry["type"] = "dir"
         elif stat.S_ISLNK(st.st_mode):
-            entry["type"] = "symlink"
-            entry["target"] = os.readlink(full)
+            try:
+                entry.update(type="symlink", target=os.readlink(name, dir_fd=dir_fd))
+            except OSError:
+                warnings.append({"path": rel, "problem": "changed while it was being read: skipped"})
+                continue
         elif stat.S_ISREG(st.st_mode):
             entry["type"] = "file"
             previous = parent.get(rel)
@@ -331,18 +333,27 @@ def read_file_tree(writer, root, progress, warnings, parent=None):
                 progress.add_file()
                 continue
             try:
-                with open(full, "rb", buffering=0) as f:
-                    chunks, size, digest = chunk_stream(writer, f, progress.add_bytes)
-                    after = os.fstat(f.fileno())
+                fd = os.dup(root.fd) if dir_fd is None else open_regular(dir_fd, name)[0]
             except FileNotFoundError:
                 warnings.append({"path": rel, "problem": "vanished before it could be read"})
                 continue
             except PermissionError:
                 warnings.append({"path": rel, "problem": "cannot be read (permission denied)"})
                 continue
+            except UnsafePath as exc:
+                warnings.append({"path": rel, "problem": f"{exc} now (it was a file when listed): skipped"})
+                continue
+            with open(fd, "rb", buffering=0) as f:
+                f.name = rel
+                opened = os.fstat(fd)
+                if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                    st = opened  # replaced by another file since it was listed: read what was opened
+                chunks, size, digest = chunk_stream(writer, f, progress.add_bytes)
+                after = os.fstat(f.fileno())
             if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or size != after.st_size:
                 warnings.append({"path": rel, "problem": "changed while it was being read"})
             entry.update(
+                mode=stat.S_IMODE(after.st_mode),
                 size=size,
                 chunks=chunks,
                 hash=digest,
@@ -355,6 +366,7 @@ def read_file_tree(writer, root, progress, warnings, parent=None):
             continue
         entries.append(entry)
         progress.add_file()
+    entries.sort(key=lambda e: e["path"])
     return entries
 
 
@@ -368,9 +380,9 @@ def _unchanged(previous, st):
 
 
 def scan_totals(root):
-    """Files and bytes a file-tree backup will read, for progress and ETA."""
+    """Files and bytes a file-tree backup of an open root will read, for progress and ETA."""
     files = size = 0
-    for _, _, st in scan_file_tree(root):
+    for _, _, _, st in scan_file_tree(root):
         if stat.S_ISREG(st.st_mode):
             files += 1
             size += st.st_size
@@ -378,9 +390,16 @@ def scan_totals(root):
 
 
 def read_bucket(writer, bucket, prefix, progress, warnings):
-    """Manifest entries of the objects of an OSS bucket under a prefix, with their content types."""
+    """Manifest entries of the objects of an OSS bucket under a prefix, with their content types.
+
+    A key that is absolute or has an empty, `.` or `..` segment is skipped and reported.
+    """
     entries = []
     for obj in bucket.list_objects(prefix):
+        problem = key_problem(obj["key"])
+        if problem:  # rule T1: such a key would lead out of the bucket or the restore target: never followed
+            warnings.append({"path": obj["key"][:1024], "problem": f"the key {problem}: skipped"})
+            continue
         try:
             with bucket.open(obj["key"]) as stream:
                 chunks, size, digest = chunk_stream(writer, stream, progress.add_bytes)

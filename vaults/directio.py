@@ -32,6 +32,7 @@ class DirectWriter:
     """Appends to a new, empty file: whole blocks with O_DIRECT, the last partial block through `fd`.
 
     `fd` is the file's ordinary descriptor; the caller fsyncs and closes it after `finish()`.
+    `path` None: the file is opened again through its descriptor.
     """
 
     def __init__(self, path, fd):
@@ -42,7 +43,8 @@ class DirectWriter:
         flag = getattr(os, "O_DIRECT", 0)
         if flag:
             try:
-                self.direct = os.open(path, os.O_WRONLY | flag)
+                # the file itself, again (by its descriptor: a name could have been swapped for a link)
+                self.direct = os.open(f"/proc/self/fd/{fd}" if path is None else path, os.O_WRONLY | flag)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise

@@ -80,6 +80,19 @@ def service_key(region_code):
     ).derive(_master_secret())
 
 
+def seal_credential(secret, name):
+    """A tenant's credential (an S3 secret key) sealed under the master secret; bound to `name`."""
+    return _seal(_credential_key(), secret.encode(), b"credential:" + name.encode())
+
+
+def open_credential(sealed, name):
+    return _open(_credential_key(), bytes(sealed), b"credential:" + name.encode()).decode()
+
+
+def _credential_key():
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"tenant-credentials").derive(_master_secret())
+
+
 # -- KMS ------------------------------------------------------------------------
 
 

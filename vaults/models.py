@@ -66,6 +66,31 @@ class KmsKey(models.Model):
         return f"{self.alias} ({self.key_id})"
 
 
+class OssBucket(models.Model):
+    """An OSS bucket of a region and the one account that may name it as a source or a target (rule T2).
+
+    An operator assigns it (the service's own store credentials then serve it), or the account
+    registers it with an access key of its own, kept only sealed under the master secret and
+    used only for this bucket.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="oss_buckets")
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="oss_buckets")
+    name = models.CharField(max_length=63)
+    access_key_id = models.CharField(max_length=128, blank=True, help_text="Empty: the service's own credentials.")
+    sealed_secret = models.BinaryField(blank=True, default=b"", editable=False)
+    assigned_by_operator = models.BooleanField(default=False, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "OSS bucket"
+        constraints = [models.UniqueConstraint(fields=["region", "name"], name="one_owner_per_bucket")]
+
+    def __str__(self):
+        return f"{self.name} ({self.region_id})"
+
+
 class Vault(models.Model):
     id = models.CharField(primary_key=True, max_length=32, default=new_vault_id, editable=False)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="vaults")

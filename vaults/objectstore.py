@@ -7,6 +7,7 @@ which backend a region uses is decided here and nowhere else.
 import functools
 import os
 import shutil
+import stat
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from django.conf import settings
 from storages.backends.s3 import S3Storage
 
 from .directio import DIRECT_MIN, DirectWriter, write_all
+from .tenantfs import DIRECTORY, UnsafePath, key_problem, open_regular
 
 
 class ObjectStoreError(Exception):
@@ -300,21 +302,40 @@ def _service_areas():
     return {Path(os.path.realpath(a)) for a in areas}
 
 
+PATH_MAX, NAME_MAX = 4096, 255
+SYSTEM_AREAS = ("/proc", "/sys", "/dev")  # the host's: a worker's environment (secrets) is in /proc/self/environ
+
+
 def path_refusal(path, account):
     """Why a directory may not be a backup source or a restore target of an account, or None.
 
-    The service's own data is never one, nor a directory holding it: a backup of it
-    would hand over every vault's keys, a restore into it could overwrite another
-    account's packs. With BACKUP_PATH_ROOTS set, each account has its own directory
-    under each root (`<root>/<account slug>/`) and its paths must lie in one of them.
+    Rule T3: the service's own data is never one, nor a directory holding it (a backup of
+    it would hand over every vault's keys, a restore into it could overwrite another
+    account's packs), and neither are the host's system areas, whatever the settings.
+    Rule T2: with BACKUP_PATH_ROOTS set, each account has its own directory under each
+    root (`<root>/<account slug>/`) and its paths must lie in one of them; without roots,
+    only a single-tenant service (settings.SINGLE_TENANT) accepts other directories.
     """
+    if "\x00" in path:
+        return "A path cannot contain a NUL byte."
+    if len(path.encode("utf-8", "surrogateescape")) > PATH_MAX or any(
+        len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in path.split("/")
+    ):
+        return f"The path is longer than {PATH_MAX} bytes or has a name longer than {NAME_MAX}."
+    if os.path.islink(path):  # a job opens the root without following a link (vaults/tenantfs.py): say so now
+        return f"{path} is a symbolic link; give the directory it leads to."
     where = Path(os.path.realpath(path))
-    for area in _service_areas():
+    for area in {*_service_areas(), *(Path(a) for a in SYSTEM_AREAS)}:
         if where == area or area in where.parents or where in area.parents:
-            return f"{path} holds or is part of this service's own data; choose another directory."
+            return f"{path} holds or is part of this service's own data or the system's; choose another directory."
     roots = [Path(os.path.realpath(r)) / account.slug for r in settings.BACKUP_PATH_ROOTS]
     if roots and not any(where == r or r in where.parents for r in roots):
         return f"{path} is not under this account's directories: {', '.join(map(str, roots))}."
+    if not roots and not settings.SINGLE_TENANT:
+        return (
+            "This service keeps several accounts' data, and no directories are set aside for them: an operator "
+            "sets BACKUP_PATH_ROOTS (or CLOUD_BACKUP_SINGLE_TENANT=1 for a service of one tenant)."
+        )
     return None
 
 
@@ -329,19 +350,30 @@ def bucket_refusal(bucket):
     return None
 
 
-def oss_bucket(region, bucket):
+def oss_bucket(region, bucket, credentials=None):
     """An OSS bucket of a region, as a backup source reads it (and a restore writes it).
 
-    On an S3-backed region it is a bucket of the region's endpoint; in the embedded
-    default it is a directory `oss/<region>/<bucket>` beside the region stores.
+    On an S3-backed region it is a bucket of the region's endpoint, reached with
+    `credentials` (access key, secret) or the service's own; in the embedded default it
+    is a directory `oss/<region>/<bucket>` beside the region stores. Which account may
+    use which bucket is vaults.services.buckets' business (rule T2).
     """
     backend, _, endpoint, access_key, secret_key, addressing = store_config(region)
+    if credentials:
+        access_key, secret_key = credentials
     if backend == "s3":
         return S3Bucket(bucket, endpoint, access_key, secret_key, addressing)
     return LocalBucket(Path(settings.OBJECT_STORE["root"]) / "oss" / region.code / bucket, bucket)
 
 
 class LocalBucket:
+    """An OSS bucket of the embedded default: a directory whose files are its objects.
+
+    Every key it is asked to put, open, check or list is checked (rule T1: no absolute,
+    empty, `.` or `..` segment) and resolved inside the bucket's directory; links in it
+    are never followed, nor listed as objects.
+    """
+
     def __init__(self, root, name):
         self.root = Path(root)
         self.name = name
@@ -350,24 +382,46 @@ class LocalBucket:
         if not self.root.is_dir():
             raise ObjectStoreError(f"The bucket {self.name} does not exist.")
 
+    def _path(self, key):
+        problem = key_problem(key)
+        if problem is None:
+            path = self.root / key
+            root, parent = os.path.realpath(self.root), os.path.realpath(path.parent)
+            if parent == root or parent.startswith(root + os.sep):
+                return path
+            problem = "leads outside the bucket"
+        raise ObjectStoreError(f"Refusing the key {key[:200]!r} of the bucket {self.name}: it {problem}.")
+
     def list_objects(self, prefix=""):
         self._require()
-        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
-            key = str(path.relative_to(self.root))
-            if key.startswith(prefix):
-                st = path.stat()
-                yield {"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "content_type": None}
+        found = []
+        for top, _dirs, files in os.walk(self.root):  # os.walk does not enter links to directories
+            for name in files:
+                path = Path(top) / name
+                st = path.lstat()
+                if not stat.S_ISREG(st.st_mode):
+                    continue  # a link or a special file is not an object
+                key = str(path.relative_to(self.root))
+                if key.startswith(prefix):
+                    found.append({"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "content_type": None})
+        yield from sorted(found, key=lambda o: o["key"])
 
     def totals(self, prefix=""):
         objects = list(self.list_objects(prefix))
         return len(objects), sum(o["size"] for o in objects)
 
     def open(self, key):
-        return open(self.root / key, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+        path = self._path(key)
+        try:
+            fd, _ = _open_object(path)
+        except UnsafePath as exc:
+            raise FileNotFoundError(key) from exc
+        return open(fd, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
 
     def exists(self, key):
         self._require()
-        return (self.root / key).is_file()
+        path = self._path(key)
+        return path.is_file() and not path.is_symlink()
 
     def put_file(self, key, path, content_type=None):
         """Put a local file as an object: copied beside the bucket, then renamed into place.
@@ -376,17 +430,27 @@ class LocalBucket:
         with a dot), so a half-written object is never listed, even after a crash.
         """
         self._require()
-        final = self.root / key
+        final = self._path(key)
         uploads = self.root.parent / f".{self.name}.uploads"
         part = uploads / f"{uuid.uuid4().hex}.part"
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
+            self._path(key)  # the directories just made are inside the bucket too
             uploads.mkdir(exist_ok=True)
             shutil.copyfile(path, part)
             os.replace(part, final)
         except OSError as exc:
             part.unlink(missing_ok=True)
             raise ObjectStoreError(f"Cannot write {key} to the bucket {self.name}: {exc.strerror}") from exc
+
+
+def _open_object(path):
+    """Open an object's file without following a link in its directory or at its name."""
+    dir_fd = os.open(path.parent, DIRECTORY)
+    try:
+        return open_regular(dir_fd, path.name)
+    finally:
+        os.close(dir_fd)
 
 
 class S3Bucket:

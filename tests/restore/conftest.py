@@ -20,13 +20,14 @@ from tests.vaults.conftest import (  # noqa: F401 - re-exported for the restore 
     RawStore,
     build_tree,
     compressible_bytes,
+    owned_bucket,
     random_bytes,
     snapshot,
     write,
 )
 from vaults import services as vault_services
 from vaults.models import BackupJob, BackupPoint, Vault, VaultType
-from vaults.objectstore import s3_client
+from vaults.objectstore import is_valid_bucket_name, s3_client
 
 _names = iter(range(1, 1_000_000))
 
@@ -51,6 +52,7 @@ def general_vault(make_vault):
 
 
 def make_source(account, region, source_type, *, path="", bucket="", prefix=""):
+    owned_bucket(account, region, bucket)
     return vault_services.create_backup_source(
         actor=None,
         account=account,
@@ -120,6 +122,9 @@ def point_of(account, region, lrs_region, general_vault):
 
 
 def make_target(account, region, kind, location, *, prefix="", network="internet", name=None):
+    """A restore target; a bucket it names is given to its account first, as an operator would."""
+    if kind == "oss-bucket" and is_valid_bucket_name(str(location)):
+        owned_bucket(account, region, str(location))
     return services.create_restore_target(
         actor=None,
         account=account,

@@ -69,9 +69,9 @@ def test_replication_target_vault_restores_only_in_its_region(tmp_path, account,
     assert (tmp_path / "here" / "a.txt").read_bytes() == b"alpha\n" * 100
 
 
-def test_target_of_another_account_is_refused(tmp_path, other_account, region, file_point):
+def test_target_of_another_account_is_refused(other_tmp_path, other_account, region, file_point):
     # rule A1 / S1: a target prepared by another account, even in the same region and of the right kind
-    target = make_target(other_account, region, "ecs-instance", tmp_path / "dest")
+    target = make_target(other_account, region, "ecs-instance", other_tmp_path / "dest")
     assert_refused(file_point, target, "another account")
     assert list(services.targets_for(file_point)) == []
 
@@ -153,7 +153,7 @@ def test_archived_point_is_refused_until_brought_back(tmp_path, account, region,
 
 
 def test_targets_for_lists_only_the_right_region_account_and_kind(
-    tmp_path, account, other_account, region, lrs_region, file_point
+    tmp_path, other_tmp_path, account, other_account, region, lrs_region, file_point
 ):
     # rules S1, S2: the targets offered for a point
     right = [
@@ -161,7 +161,7 @@ def test_targets_for_lists_only_the_right_region_account_and_kind(
         make_target(account, region, "ecs-instance", tmp_path / "r2", name="b-right"),
     ]
     make_target(account, lrs_region, "ecs-instance", tmp_path / "w1", name="other-region")
-    make_target(other_account, region, "ecs-instance", tmp_path / "w2", name="other-account")
+    make_target(other_account, region, "ecs-instance", other_tmp_path / "w2", name="other-account")
     make_target(account, region, "nas", tmp_path / "w3", name="other-kind")
     make_target(account, region, "local-server", tmp_path / "w4", name="on-prem")
     assert list(services.targets_for(file_point)) == right

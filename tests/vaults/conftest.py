@@ -58,7 +58,19 @@ def normal_vault(make_vault):
     return make
 
 
+def owned_bucket(account, region, bucket):
+    """The bucket is the account's, unless it has an owner already (rule T2): the row an operator's
+    assignment leaves, without creating the bucket (a test may want it missing)."""
+    from vaults.models import OssBucket
+
+    if bucket and not OssBucket.objects.filter(region=region, name=bucket).exists():
+        OssBucket.objects.create(account=account, region=region, name=bucket, assigned_by_operator=True)
+    return bucket
+
+
 def make_source(account, region, source_type, *, name=None, path="", bucket="", prefix=""):
+    """A backup source; a bucket it names is given to its account first, as an operator would."""
+    owned_bucket(account, region, bucket)
     return services.create_backup_source(
         actor=None,
         account=account,

@@ -84,6 +84,7 @@ def test_backup_command_of_an_export_and_of_a_bucket(tmp_path, account, region, 
     bucket_root = Path(settings.OBJECT_STORE["root"]) / "oss" / region.code / "photos"
     write(bucket_root / "2026" / "a.jpg", b"\xff\xd8jpeg")
     write(bucket_root / "2025" / "b.jpg", b"old")
+    run_json("bucket", "assign", "--account", account.slug, "--region", region.code, "--bucket", "photos")  # rule T2
     result = run_json("backup", "--vault", vault.id, "--source-type", "oss", "--bucket", "photos", "--wait", "2026/")
     _, entries, data = read_point(BackupPoint.objects.get(pk=result["id"]))
     assert data == {"2026/a.jpg": b"\xff\xd8jpeg"} and entries["2026/a.jpg"]["content_type"] == "image/jpeg"

@@ -222,7 +222,9 @@ def test_changing_file_without_fail_on_change_is_a_warning(growing_file, account
 @pytest.mark.parametrize(
     "case", ["replication-target", "error", "initializing", "source-of-another-account", "source-of-another-region"]
 )
-def test_start_backup_refusals(case, tmp_path, account, other_account, region, make_vault, normal_vault):
+def test_start_backup_refusals(
+    case, tmp_path, other_tmp_path, account, other_account, region, make_vault, normal_vault
+):
     # rule R9 (a Replication Target vault is read-only), rule V2 (only a Normal vault takes backups),
     # rule A1 (no source of another account), and one region per backup (source and vault in the same region)
     source_account, source_region = account, region
@@ -241,7 +243,7 @@ def test_start_backup_refusals(case, tmp_path, account, other_account, region, m
             source_account = other_account
         else:
             source_region = Region.objects.get(code="us-west-1")
-    root = build_tree(tmp_path / "src", seed=36)
+    root = build_tree((other_tmp_path if source_account == other_account else tmp_path) / "src", seed=36)
     source = make_source(source_account, source_region, "ecs-file", path=root)
 
     with pytest.raises(ValidationError) as refused:

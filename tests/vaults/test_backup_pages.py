@@ -61,9 +61,14 @@ def test_back_up_now_is_refused_for_a_replication_target(alice, make_vault):
     assert "read-only" in body and "Start backup" not in body
 
 
-def test_source_of_another_account_is_not_offered(alice, other_account, region, ready_vault, tree):
+def test_source_of_another_account_is_not_offered(alice, other_account, region, ready_vault, other_tmp_path):
     theirs = services.create_backup_source(
-        actor=None, account=other_account, region=region, source_type="ecs-file", name="theirs", path=str(tree)
+        actor=None,
+        account=other_account,
+        region=region,
+        source_type="ecs-file",
+        name="theirs",
+        path=str(other_tmp_path),
     )
     url = f"/regions/cn-hangzhou/vaults/{ready_vault.id}/backup/"
     assert "theirs" not in alice.get(url, **HTMX).content.decode()
@@ -87,10 +92,11 @@ def test_point_delete_from_the_vault_page_and_lock(alice, account, region, ready
     assert "Backup lock is on" in alice.get(f"/regions/cn-hangzhou/vaults/{ready_vault.id}/").content.decode()
 
 
-def test_another_accounts_points_and_jobs_are_404(alice, other_account, make_vault, region, tree):
+def test_another_accounts_points_and_jobs_are_404(alice, other_account, make_vault, region, other_tmp_path):
     theirs = services.initialize_vault_storage(make_vault("theirs", acct=other_account).id)
+    (other_tmp_path / "f.txt").write_bytes(b"theirs\n")
     source = services.create_backup_source(
-        actor=None, account=other_account, region=region, source_type="ecs-file", name="s", path=str(tree)
+        actor=None, account=other_account, region=region, source_type="ecs-file", name="s", path=str(other_tmp_path)
     )
     point = services.run_backup_job(services.start_backup(actor=None, vault=theirs, source=source).pk)
     assert alice.post(f"/regions/cn-hangzhou/vaults/{theirs.id}/points/{point.id}/delete/").status_code == 404

@@ -20,6 +20,7 @@ from .backups import (
     start_backup,
     vault_backup_refusal,
 )
+from .buckets import assign_bucket, open_oss_bucket, oss_bucket_refusal, register_bucket
 from .lifecycle import (
     EXPIRY_HOLDS,
     LOCK_GUARDS,
@@ -50,6 +51,10 @@ from .vaults import (
 from .verify import reap_stale_verify_runs, requeue_lost_verify_runs, run_verify, start_verify
 
 __all__ = [
+    "assign_bucket",
+    "open_oss_bucket",
+    "oss_bucket_refusal",
+    "register_bucket",
     "reap_stale_verify_runs",
     "requeue_lost_verify_runs",
     "BACKUP_GUARDS",

@@ -26,6 +26,7 @@ from ..backup import (
     PointWriter,
     Progress,
     SourceError,
+    open_source,
     read_bucket,
     read_file_tree,
     resolve_chunks,
@@ -50,12 +51,12 @@ from ..models import (
 from ..objectstore import (
     BUCKET_NAME_RULE,
     ObjectStoreError,
-    bucket_refusal,
     is_valid_bucket_name,
-    oss_bucket,
     path_refusal,
     region_store,
 )
+from ..tenantfs import clean_prefix, prefix_refusal
+from .buckets import open_oss_bucket, oss_bucket_refusal
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,12 @@ def create_backup_source(
             bucket = (bucket or "").strip()
             if not is_valid_bucket_name(bucket):
                 errors["bucket"] = BUCKET_NAME_RULE
-            elif reason := bucket_refusal(bucket):
+            elif reason := oss_bucket_refusal(account=account, region=region, name=bucket):
                 errors["bucket"] = reason
+            try:
+                prefix = clean_prefix(prefix)
+            except ValueError as exc:
+                errors["prefix"] = str(exc)
             path = ""
         else:
             path = (path or "").strip()
@@ -118,7 +123,7 @@ def create_backup_source(
                 name=name,
                 path=path,
                 bucket=bucket,
-                prefix=(prefix or "").lstrip("/"),
+                prefix=prefix,
                 retain_at_least_one=retain_at_least_one,
             )
             record_audit(
@@ -154,7 +159,8 @@ def backup_refusal(vault, source):
     if source.region_id != vault.region_id:
         return f"The backup source is in {source.region.name}; the vault is in {vault.region.name}."
     if source.source_type == SourceType.OSS:
-        reason = bucket_refusal(source.bucket)
+        reason = oss_bucket_refusal(account=source.account, region=source.region, name=source.bucket)
+        reason = reason or prefix_refusal(source.prefix)
     else:
         reason = path_refusal(source.path, source.account)
     if reason:
@@ -291,14 +297,16 @@ def _run(job):
     writer = PointWriter(vault, store, codec)
     try:
         if source.source_type == SourceType.OSS:
-            bucket = oss_bucket(vault.region, source.bucket)
+            bucket = open_oss_bucket(account=source.account, region=vault.region, name=source.bucket)
             files, total = bucket.totals(source.prefix)
             BackupJob.objects.filter(pk=job.pk).update(files_total=files, bytes_total=total)
             entries = read_bucket(writer, bucket, source.prefix, progress, warnings)
         else:
-            files, total = scan_totals(source.path)
-            BackupJob.objects.filter(pk=job.pk).update(files_total=files, bytes_total=total)
-            entries = read_file_tree(writer, source.path, progress, warnings, parent=_parent_entries(vault, source))
+            # what is read is checked once opened, not by its name (rule T1)
+            with open_source(source.path, check=lambda real: path_refusal(real, source.account)) as root:
+                files, total = scan_totals(root)
+                BackupJob.objects.filter(pk=job.pk).update(files_total=files, bytes_total=total)
+                entries = read_file_tree(writer, root, progress, warnings, parent=_parent_entries(vault, source))
         writer.close()
         resolve_chunks(entries)
     except BaseException:

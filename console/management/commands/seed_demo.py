@@ -1,12 +1,14 @@
-"""`manage.py seed_demo`: the demo account, its user and a KMS key; safe to run again."""
+"""`manage.py seed_demo`: the demo account, its user, a KMS key and two OSS buckets; safe to run again."""
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from console import services
 from console.models import Account, Region
-from vaults.models import KmsKey
-from vaults.services import create_kms_key
+from vaults.models import KmsKey, OssBucket
+from vaults.services import assign_bucket, create_kms_key
+
+DEMO_BUCKETS = ("demo-photos", "demo-restores")  # the demo account's OSS buckets (rule T2)
 
 DEMO_PASSWORD = "cloud-backup-demo"
 
@@ -31,5 +33,8 @@ class Command(BaseCommand):
         region = Region.objects.filter(is_enabled=True).first()
         if region and not KmsKey.objects.filter(account=account, region=region).exists():
             create_kms_key(actor=None, account=account, region=region, alias="demo-key")
+        for bucket in DEMO_BUCKETS if region else ():
+            if not OssBucket.objects.filter(region=region, name=bucket).exists():
+                assign_bucket(actor=None, account=account, region=region, name=bucket)
         shown = password if created else "(unchanged)"
         self.stdout.write(f"Demo account 'demo': log in as {username} / {shown}")
