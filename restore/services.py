@@ -323,7 +323,7 @@ def select_entries(entries, sub_path, files):
     chosen = []
     for entry in entries:
         path = entry["path"]
-        problem = key_problem(path) if isinstance(path, str) else "is not a path"
+        problem = key_problem(path, max_bytes=None) if isinstance(path, str) else "is not a path"
         if problem:  # rule T1: a restore writes only inside its target
             raise RestoreFailed(f"Refusing a path of the point that {problem}: {path!r}; nothing was written.")
         if files and path not in files:
@@ -377,11 +377,14 @@ def _run(job):
     return stats
 
 
-def _file_hash(fd):
+def _file_hash(fd, size):
+    """The hash of the first `size` bytes and whether the file ends there (a file still growing does not)."""
     hasher = blake3.blake3()
-    while block := os.read(fd, 1 << 20):
+    left = size
+    while left > 0 and (block := os.read(fd, min(left, 1 << 20))):
         hasher.update(block)
-    return hasher.hexdigest()
+        left -= len(block)
+    return hasher.hexdigest() if left == 0 and not os.read(fd, 1) else None
 
 
 def _write_verified(reader, entry, fd, on_bytes):
@@ -424,7 +427,31 @@ class _Target:
             raise RestoreFailed(f"The target directory {target.location} is not writable.")
 
     def close(self):
+        if self._staging is not None:
+            os.close(self._staging)
+            try:
+                os.rmdir(self._staging_name, dir_fd=self.root.fd)
+            except OSError:
+                pass  # not empty (a crash) or moved away: the next run of the job uses it again
         self.root.close()
+
+    _staging = None
+
+    def staging(self, job_id):
+        """A directory of the target's that only the worker's user can enter (0700), opened once."""
+        if self._staging is None:
+            self._staging_name = f".restore-{job_id}.staging"
+            try:
+                os.mkdir(self._staging_name, 0o700, dir_fd=self.root.fd)
+            except FileExistsError:
+                pass
+            fd = os.open(self._staging_name, DIRECTORY, dir_fd=self.root.fd)
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+                os.close(fd)
+                raise RestoreFailed(f"{self._staging_name} in the target is not the restore's own; remove it.")
+            self._staging = fd
+        return self._staging
 
     def parent(self, entry, *, create):
         """(descriptor of the directory holding the entry, its name); the caller closes the descriptor."""
@@ -458,9 +485,10 @@ def _restore_to_tree(job, reader, entries, progress, stats):
 
 
 def _restore_entries(job, target, reader, entries, progress, stats):
+    """Every step answers for its entry: a file system error becomes the job's reason, naming the path."""
     existing = job.existing
     if existing == Existing.FAIL:
-        clashes = [e["path"] for e in entries if e["type"] != "dir" and target.has_clash(e)]
+        clashes = [e["path"] for e in entries if e["type"] != "dir" and _checked(e, target.has_clash, e)]
         if clashes:
             raise RestoreFailed(
                 f"{len(clashes)} file(s) already exist in the target, first {clashes[0]}; "
@@ -468,24 +496,29 @@ def _restore_entries(job, target, reader, entries, progress, stats):
             )
     dirs = []
     for entry in entries:
-        kind = entry["type"]
-        try:
-            if kind == "dir":
-                dirs.append(entry)
-                _make_dir(target, entry)
-                continue
-            _restore_one(job, target, reader, entry, progress, stats)
-        except PermissionError as exc:
-            raise RestoreFailed(f"{entry['path']}: cannot write in the target ({exc.strerror}).") from exc
-        except OSError as exc:
-            raise RestoreFailed(f"{entry['path']}: cannot write in the target ({exc.strerror}).") from exc
+        if entry["type"] == "dir":
+            dirs.append(entry)
+            _checked(entry, _make_dir, target, entry)
+        else:
+            _checked(entry, _restore_one, job, target, reader, entry, progress, stats)
     for entry in reversed(dirs):  # deepest first, so writing inside does not move their mtime again
-        fd = _open_dir(target, entry)
-        try:
-            os.chmod(fd, entry["mode"])
-            os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
-        finally:
-            os.close(fd)
+        _checked(entry, _finish_dir, target, entry)
+
+
+def _checked(entry, step, *args):
+    try:
+        return step(*args)
+    except OSError as exc:
+        raise RestoreFailed(f"{entry['path']}: cannot write in the target ({exc.strerror}).") from exc
+
+
+def _finish_dir(target, entry):
+    fd = _open_dir(target, entry)
+    try:
+        os.chmod(fd, entry["mode"] & SAFE_DIR_MODE)
+        os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+    finally:
+        os.close(fd)
 
 
 def _make_dir(target, entry):
@@ -545,20 +578,19 @@ def _restore_one(job, target, reader, entry, progress, stats):
                     progress.add_bytes(entry["size"])
                     progress.add_file()
                 return
-        tmp = f".{name}.restore-{job.pk}.part"[-255:]
+        tmp = _part_name(name, job.pk)
+        if kind == "symlink":
+            _put_symlink(target.staging(job.pk), fd, name, entry)
+            return
         _unlink(fd, tmp)
         try:
-            if kind == "symlink":
-                os.symlink(entry["target"], tmp, dir_fd=fd)
-                os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]), dir_fd=fd, follow_symlinks=False)
-            else:
-                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600, dir_fd=fd)
-                try:
-                    _write_verified(reader, entry, out, progress.add_bytes)
-                    os.chmod(out, entry["mode"])
-                    os.utime(out, ns=(entry["mtime_ns"], entry["mtime_ns"]))
-                finally:
-                    os.close(out)
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600, dir_fd=fd)
+            try:
+                _write_verified(reader, entry, out, progress.add_bytes)
+                os.chmod(out, entry["mode"] & SAFE_FILE_MODE)
+                os.utime(out, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+            finally:
+                os.close(out)
             os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # replaces a link in the way, never follows it
         except BaseException:
             _unlink(fd, tmp)  # nothing half-done is left behind
@@ -569,12 +601,36 @@ def _restore_one(job, target, reader, entry, progress, stats):
         ) from None
     finally:
         os.close(fd)
-    if kind == "symlink":
-        return
     stats["files_written"] += 1
     stats["bytes_written"] += entry["size"]
     stats["verified"] += 1
     progress.add_file()
+
+
+# A restore gives back permissions, never privileges: the worker may run as root and owns what it writes.
+SAFE_FILE_MODE, SAFE_DIR_MODE = 0o777, 0o1777
+
+
+def _part_name(name, job_id):
+    """The temporary name of an entry being written beside it: never the name of another entry."""
+    part = f".{name}.restore-{job_id}.part"
+    if len(part.encode("utf-8", "surrogateescape")) <= 255:
+        return part
+    return f".restore-{job_id}-{blake3.blake3(name.encode('utf-8', 'surrogateescape')).hexdigest()[:32]}.part"
+
+
+def _put_symlink(staging_fd, dir_fd, name, entry):
+    """Make the link and set its time in a directory only the worker can enter, then move it into place,
+    so nobody can swap the new link for a hard link to another file between the two steps."""
+    tmp = "link-" + blake3.blake3(entry["path"].encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    _unlink(staging_fd, tmp)
+    os.symlink(entry["target"], tmp, dir_fd=staging_fd)
+    try:
+        os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]), dir_fd=staging_fd, follow_symlinks=False)
+        os.rename(tmp, name, src_dir_fd=staging_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        _unlink(staging_fd, tmp)
+        raise
 
 
 def _unlink(dir_fd, name):
@@ -596,7 +652,7 @@ def _already_restored(dir_fd, name, entry):
     except (OSError, UnsafePath):
         return False
     try:
-        return st.st_size == entry["size"] and _file_hash(fd) == entry["hash"]
+        return st.st_size == entry["size"] and _file_hash(fd, entry["size"]) == entry["hash"]
     finally:
         os.close(fd)
 

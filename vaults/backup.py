@@ -343,9 +343,16 @@ def read_file_tree(writer, root, progress, warnings, parent=None):
             except UnsafePath as exc:
                 warnings.append({"path": rel, "problem": f"{exc} now (it was a file when listed): skipped"})
                 continue
+            except OSError as exc:  # a socket (ENXIO), a leased file (EAGAIN), ...
+                warnings.append({"path": rel, "problem": f"cannot be opened ({exc.strerror}): skipped"})
+                continue
             with open(fd, "rb", buffering=0) as f:
                 f.name = rel
                 opened = os.fstat(fd)
+                if opened.st_nlink > 1 and opened.st_uid != root.stat.st_uid and dir_fd is not None:
+                    # rule T1: another link to someone else's file is not the tenant's to read
+                    warnings.append({"path": rel, "problem": "is a hard link to a file of another owner: skipped"})
+                    continue
                 if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
                     st = opened  # replaced by another file since it was listed: read what was opened
                 chunks, size, digest = chunk_stream(writer, f, progress.add_bytes)

@@ -279,11 +279,21 @@ def s3_client(endpoint_url, access_key, secret_key):
     )
 
 
-BUCKET_NAME_RULE = "Enter a bucket name: 3 to 63 lowercase letters, digits, dots or hyphens."
+BUCKET_NAME_RULE = (
+    "Enter a bucket name: 3 to 63 lowercase letters, digits, dots or hyphens, beginning and ending with a letter "
+    "or a digit."
+)
 
 
 def is_valid_bucket_name(name):
-    return 3 <= len(name) <= 63 and all(c.islower() or c.isdigit() or c in "-." for c in name)
+    """S3's rule for bucket names (so no name starts with a dot, as a local bucket's upload area does)."""
+    return (
+        3 <= len(name) <= 63
+        and all(c in "abcdefghijklmnopqrstuvwxyz0123456789-." for c in name)
+        and name[0].isalnum()
+        and name[-1].isalnum()
+        and ".." not in name
+    )
 
 
 def _service_areas():

@@ -29,8 +29,11 @@ class InTheWay(UnsafePath):
         self.where, self.what = where, what
 
 
-def key_problem(key):
-    """Why a key or a relative path is unsafe (absolute, `..`, `.` or empty segments, NUL, too long), or None."""
+def key_problem(key, max_bytes=KEY_MAX):
+    """Why a key or a relative path is unsafe (absolute, `..`, `.` or empty segments, NUL, too long), or None.
+
+    `max_bytes` None: no limit on the whole (a path in a file tree), only on each name.
+    """
     if not key:
         return "is empty"
     if "\x00" in key:
@@ -40,10 +43,10 @@ def key_problem(key):
     parts = key.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "has an empty, '.' or '..' segment"
-    if len(key.encode("utf-8", "surrogateescape")) > KEY_MAX or any(
-        len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts
-    ):
-        return f"is longer than {KEY_MAX} bytes, or has a segment longer than {NAME_MAX}"
+    if any(len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts):
+        return f"has a segment longer than {NAME_MAX} bytes"
+    if max_bytes and len(key.encode("utf-8", "surrogateescape")) > max_bytes:
+        return f"is longer than {max_bytes} bytes"
     return None
 
 
@@ -109,7 +112,14 @@ class OpenRoot:
                 raise UnsafePath(f"The path {path} is not a directory.")
             if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
                 raise UnsafePath(f"The path {path} is neither a directory nor a regular file.")
-            self.real_path = opened_path(handle)
+            try:
+                self.real_path = opened_path(handle)
+            except OSError as exc:  # e.g. a real path longer than PATH_MAX, reached through links on the way
+                raise UnsafePath(f"The path {path} cannot be resolved: {exc.strerror}.") from None
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                parent = os.stat(os.path.dirname(self.real_path))
+                if parent.st_uid != st.st_uid:
+                    raise UnsafePath(f"The path {path} is a hard link to a file of another owner.")
             reason = check(self.real_path) if check else None
             if reason:
                 raise UnsafePath(reason)
@@ -151,43 +161,80 @@ def _describe_error(path, exc):
     return f"The path {path} cannot be opened: {exc.strerror}."
 
 
+MAX_DEPTH = 512
+
+
 def walk(root_fd, on_problem):
     """Every entry under an open directory, depth first in name order: (rel, parent fd, name, lstat).
 
     A directory is entered only through a descriptor opened relative to its parent with
     O_NOFOLLOW and checked to be the directory that was listed; the parent's descriptor
     stays open while its entries are handed out, so the caller opens them relative to it.
-    `on_problem(rel, text)` hears of what is skipped.
+    `on_problem(rel, text)` hears of what is skipped. No recursion: a tree nested deeper
+    than MAX_DEPTH is cut there (and reported), which also bounds the descriptors held.
     """
-    yield from _walk_dir(root_fd, "", on_problem)
+    stack = [(root_fd, "", iter(_entries(root_fd, "", on_problem)))]
+    try:
+        while stack:
+            dir_fd, rel, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                if dir_fd != root_fd:
+                    os.close(dir_fd)
+                continue
+            name, st = child
+            child_rel = f"{rel}/{name}" if rel else name
+            yield child_rel, dir_fd, name, st
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            if len(stack) > MAX_DEPTH:
+                on_problem(child_rel, f"is nested deeper than {MAX_DEPTH} directories: its content is skipped")
+                continue
+            child_fd = _enter(dir_fd, name, st, child_rel, on_problem)
+            if child_fd is not None:
+                stack.append((child_fd, child_rel, iter(_entries(child_fd, child_rel, on_problem))))
+    finally:
+        for dir_fd, _, _ in stack:
+            if dir_fd != root_fd:
+                os.close(dir_fd)
 
 
-def _walk_dir(dir_fd, rel, on_problem):
+def _entries(dir_fd, rel, on_problem):
+    """(name, lstat) of a directory's entries in name order; an entry gone since the listing is left out."""
+    found = []
     try:
         with os.scandir(dir_fd) as it:
-            children = sorted((e.name, e.stat(follow_symlinks=False)) for e in it)
+            for entry in it:
+                try:
+                    found.append((entry.name, entry.stat(follow_symlinks=False)))
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    on_problem(
+                        f"{rel}/{entry.name}" if rel else entry.name, f"cannot be examined ({exc.strerror}): skipped"
+                    )
     except OSError as exc:
         on_problem(rel or ".", f"cannot be listed ({exc.strerror}): skipped")
-        return
-    for name, st in children:
-        child_rel = f"{rel}/{name}" if rel else name
-        yield child_rel, dir_fd, name, st
-        if not stat.S_ISDIR(st.st_mode):
-            continue
-        try:
-            child_fd = os.open(name, DIRECTORY, dir_fd=dir_fd)
-        except OSError as exc:
-            reason = "became a link or a file while it was read" if exc.errno in (errno.ELOOP, errno.ENOTDIR) else None
-            on_problem(child_rel, f"{reason or 'cannot be opened (' + exc.strerror + ')'}: skipped")
-            continue
-        try:
-            opened = os.fstat(child_fd)
-            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
-                on_problem(child_rel, "was replaced while it was read: skipped")
-                continue
-            yield from _walk_dir(child_fd, child_rel, on_problem)
-        finally:
-            os.close(child_fd)
+    found.sort()
+    return found
+
+
+def _enter(dir_fd, name, st, rel, on_problem):
+    try:
+        child_fd = os.open(name, DIRECTORY, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            on_problem(rel, "became a link or a file while it was read: skipped")
+        elif exc.errno != errno.ENOENT:
+            on_problem(rel, f"cannot be opened ({exc.strerror}): skipped")
+        return None
+    opened = os.fstat(child_fd)
+    if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+        os.close(child_fd)
+        on_problem(rel, "was replaced while it was read: skipped")
+        return None
+    return child_fd
 
 
 def open_regular(dir_fd, name):

@@ -31,8 +31,8 @@ tenant_paths = st.one_of(
 bucket_names = st.one_of(st.text(max_size=70), st.sampled_from(["demo-b", "..", "a/b", "UPPER", "x" * 64, "ab"]))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def figure():
+@pytest.fixture(autouse=True, scope="session")
+def figure():  # session: printed once, after every test of this file, however pytest orders them
     yield
     print(
         f"\nbad input: {EXAMPLES['run']} examples run, {EXAMPLES['server_errors']} server errors, "

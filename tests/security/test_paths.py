@@ -30,8 +30,8 @@ SECRET = b"the-other-tenant's-secret\n"
 ATTEMPTS = {"tried": 0, "escaped": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def figure():
+@pytest.fixture(autouse=True, scope="session")
+def figure():  # session: printed once, after every test of this file, however pytest orders them
     yield
     print(f"\npaths: {ATTEMPTS['tried']} attacks tried, {ATTEMPTS['escaped']} escapes")
 
@@ -435,3 +435,168 @@ def test_restore_into_the_service_data_is_refused(account, region, settings, tre
             make_target(account, region, "ecs-instance", where)
     attack(RestoreTarget.objects.exists())
     assert stat.S_ISDIR(os.stat(settings.OBJECT_STORE["root"]).st_mode)
+
+
+# -- found by an attacker's review ------------------------------------------------------------------------
+
+
+def test_a_restore_gives_back_permissions_never_privileges(tmp_path, account, region, vault):
+    # the worker may run as root: a setuid or setgid file of the point is restored without those bits
+    src = tmp_path / "src"
+    write(src / "bin" / "tool", b"#!/bin/sh\nid\n", mode=0o6755)
+    os.chmod(src / "bin", 0o2755)
+    point = run_backup(vault, make_source(account, region, "ecs-file", path=src)).point
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    job = restore(point, make_target(account, region, "ecs-instance", dest))
+    assert job.status == RestoreJob.Status.SUCCEEDED, job.error
+    assert stat.S_IMODE(os.stat(dest / "bin" / "tool").st_mode) == 0o755
+    attack(os.stat(dest / "bin" / "tool").st_mode & (stat.S_ISUID | stat.S_ISGID))
+
+
+def test_a_hard_link_to_another_owners_file_is_not_read(tmp_path, account, region, vault, victim):
+    # rule T1: a second name for a file the tenant does not own (made here as root, as an owner could not)
+    os.chown(victim, 65534, 65534)
+    src = tmp_path / "src"
+    write(src / "a.txt", b"mine\n")
+    os.link(victim, src / "b.txt")
+    job = run_backup(vault, make_source(account, region, "ecs-file", path=src))
+    assert job.status == BackupJob.Status.SUCCEEDED, job.error
+    assert [(w["path"], "hard link" in w["problem"]) for w in job.warnings] == [("b.txt", True)]
+    one = tmp_path / "single"
+    os.link(victim, one)
+    single = run_backup(vault, make_source(account, region, "ecs-file", path=one))  # a single-file source
+    assert single.status == BackupJob.Status.FAILED and "hard link" in single.error
+    attack(SECRET in point_bytes(job.point) or single.point is not None)
+
+
+def test_a_file_that_keeps_growing_in_the_target_is_not_read_for_ever(tmp_path):
+    # the check of a file already there reads what the manifest says it holds, and no more
+    big = tmp_path / "sparse"
+    with open(big, "wb") as f:
+        f.truncate(1 << 40)  # 1 TiB of holes
+    fd = os.open(big, os.O_RDONLY)
+    try:
+        assert restore_services._file_hash(fd, 1 << 20) is None  # longer than the entry: not the entry
+    finally:
+        os.close(fd)
+    attack(False)
+
+
+def test_a_directory_moved_away_during_a_restore_fails_the_job_with_its_path(
+    monkeypatch, tmp_path, account, region, tree_point
+):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    swap_when_restoring(monkeypatch, "a/3.txt", lambda: os.rename(dest / "a", tmp_path / "a-away"))
+    job = restore(tree_point, make_target(account, region, "ecs-instance", dest))
+    assert job.status == RestoreJob.Status.FAILED
+    assert job.error.startswith("a") and "Unexpected" not in job.error
+    attack(False)
+
+
+def test_a_socket_swapped_in_mid_backup_is_skipped(monkeypatch, tmp_path, account, region, vault):
+    import socket
+
+    src = tmp_path / "src"
+    write(src / "a.txt", b"first\n")
+    write(src / "b.txt", b"second\n")
+    sock = socket.socket(socket.AF_UNIX)
+
+    def swap():
+        (src / "b.txt").unlink()
+        sock.bind(str(src / "b.txt"))
+
+    swap_when_reading(monkeypatch, "a.txt", swap)
+    try:
+        job = run_backup(vault, make_source(account, region, "ecs-file", path=src))
+    finally:
+        sock.close()
+    assert job.status == BackupJob.Status.SUCCEEDED, job.error
+    assert [w["path"] for w in job.warnings] == ["b.txt"]
+    attack(False)
+
+
+def test_a_very_deep_tree_is_cut_and_reported_not_a_crash(tmp_path, account, region, vault):
+    from vaults.tenantfs import MAX_DEPTH
+
+    src = tmp_path / "src"
+    src.mkdir()
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(MAX_DEPTH + 100):  # made relative to the last one: deeper than PATH_MAX
+            os.mkdir("d", dir_fd=fd)
+            fd, old = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+            os.close(old)
+        os.write(os.open("deepest.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), b"deep")
+    finally:
+        os.close(fd)
+    job = run_backup(vault, make_source(account, region, "ecs-file", path=src))
+    assert job.status == BackupJob.Status.SUCCEEDED, job.error
+    assert any("nested deeper" in w["problem"] for w in job.warnings)
+    attack(False)
+
+
+def test_a_root_whose_real_path_is_too_long_is_refused_clearly(tmp_path, account, region, vault):
+    # a short registered name can lead, through the tenant's own links, to a directory PATH_MAX cannot name
+    names = [f"{i:02d}" + "x" * 240 for i in range(20)]
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in names:  # made relative to the last one: their real path is ~4,900 bytes
+            os.mkdir(name, dir_fd=fd)
+            fd, old = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+            os.close(old)
+        os.mkdir("inner", dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.symlink("/".join(names[:10]), tmp_path / "l1")
+    os.symlink("/".join(names[10:]), tmp_path / "l1" / "l2")
+    job = run_backup(vault, make_source(account, region, "ecs-file", path=tmp_path / "l1" / "l2" / "inner"))
+    assert job.status == BackupJob.Status.FAILED and "cannot be resolved" in job.error
+    attack(job.point is not None)
+
+
+def test_long_paths_back_up_and_restore(tmp_path, account, region, vault):
+    # paths of more than 1,024 bytes in a tree, and names near 255 bytes whose temporary names would clash
+    src = tmp_path / "src"
+    deep = src.joinpath(*["n" * 200] * 6)
+    write(deep / "f.txt", b"far down\n")
+    write(src / ("y" * 250), b"one\n")
+    write(src / ("y" * 251), b"two\n")
+    point = run_backup(vault, make_source(account, region, "ecs-file", path=src)).point
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    job = restore(point, make_target(account, region, "ecs-instance", dest))
+    assert job.status == RestoreJob.Status.SUCCEEDED, job.error
+    assert (dest.joinpath(*["n" * 200] * 6) / "f.txt").read_bytes() == b"far down\n"
+    assert (dest / ("y" * 250)).read_bytes() == b"one\n" and (dest / ("y" * 251)).read_bytes() == b"two\n"
+    attack(False)
+
+
+@pytest.mark.parametrize("name", [".acme-b.uploads", "-x-", "a..b", "b.", "UP"])
+def test_bucket_names_follow_the_s3_rule(name, account, region):
+    with pytest.raises(ValidationError):
+        from vaults import services
+
+        services.assign_bucket(actor=None, account=account, region=region, name=name)
+    attack(False)
+
+
+@pytest.mark.parametrize("existing", ["skip", "overwrite"])
+def test_a_fifo_swapped_into_the_target_mid_restore_never_blocks_it(
+    existing, monkeypatch, tmp_path, account, region, tree_point
+):
+    # the check of what is already there opens it with O_NONBLOCK and reads only a regular file
+    dest = tmp_path / "dest"
+    write(dest / "a" / "3.txt", b"three\n")
+
+    def swap():
+        (dest / "a" / "3.txt").unlink()
+        os.mkfifo(dest / "a" / "3.txt")
+
+    swap_when_restoring(monkeypatch, "a/1.txt", swap)
+    job = restore(tree_point, make_target(account, region, "ecs-instance", dest), existing=existing)
+    assert job.status == RestoreJob.Status.SUCCEEDED, job.error
+    is_fifo = stat.S_ISFIFO(os.lstat(dest / "a" / "3.txt").st_mode)
+    assert is_fifo == (existing == "skip")
+    attack(False)

@@ -22,6 +22,16 @@ def _check_name(region, name):
     if reason := bucket_refusal(name):
         raise ValidationError({"bucket": reason})
     owner = OssBucket.objects.filter(region=region, name=name).select_related("account").first()
+    if owner is None:  # regions on one S3 endpoint share its buckets: one owner across them
+        backend, _, endpoint, *_ = store_config(region)
+        owner = next(
+            (
+                b
+                for b in OssBucket.objects.filter(name=name).select_related("region", "account")
+                if backend == "s3" and store_config(b.region)[:3:2] == (backend, endpoint)
+            ),
+            None,
+        )
     return owner
 
 
@@ -35,7 +45,7 @@ def assign_bucket(*, actor, account, region, name):
         owner = _check_name(region, name)
         if owner is not None and owner.account_id != account.pk:
             raise ValidationError({"bucket": f"The bucket {name} belongs to another account."})
-        if owner is not None:
+        if owner is not None and owner.region_id == region.pk:
             return owner
         if store_config(region)[0] == "local":
             oss_bucket(region, name).root.mkdir(parents=True, exist_ok=True)
@@ -100,6 +110,8 @@ def register_bucket(*, actor, account, region, name, access_key_id, secret_acces
 
 def oss_bucket_refusal(*, account, region, name):
     """Rule T2: why an account may not name this bucket as a source or a target, or None."""
+    if not is_valid_bucket_name(name):
+        return BUCKET_NAME_RULE
     if reason := bucket_refusal(name):
         return reason
     owner = OssBucket.objects.filter(region=region, name=name).first()
