@@ -14,7 +14,7 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 from console.forms import add_service_errors
 
 from . import selectors, services
-from .forms import BackupSourceForm, BackupStartForm
+from .forms import BackupSourceForm, BackupStartForm, BucketRegisterForm
 from .views import _render, _scoped
 
 
@@ -24,8 +24,34 @@ def _done(request, url):
 
 @_scoped
 def source_list(request, account, region):
-    context = {"account": account, "region": region, "sources": selectors.sources_of(account, region)}
+    context = {
+        "account": account,
+        "region": region,
+        "sources": selectors.sources_of(account, region),
+        "buckets": selectors.buckets_of(account, region),
+    }
     return render(request, "vaults/source_list.html", context)
+
+
+@_scoped
+def bucket_register(request, account, region):
+    """Register one of the account's own OSS buckets with an access key of its own (rule T2)."""
+    form = BucketRegisterForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            fields = form.cleaned_data
+            try:
+                services.register_bucket(
+                    actor=request.user, account=account, region=region, name=fields.pop("bucket"), **fields
+                )
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                return _done(request, reverse("backups:sources", kwargs={"region": region.code}))
+        status = 422
+    context = {"account": account, "region": region, "form": form, "partial": "bucket-dialog"}
+    return _render(request, "vaults/bucket_register.html", context, status=status)
 
 
 @_scoped

@@ -51,6 +51,16 @@ class BackupSourceForm(forms.Form):
     retain_at_least_one = forms.BooleanField(label="Retain at least one version", required=False)
 
 
+class BucketRegisterForm(forms.Form):
+    """An account's own OSS bucket, with an access key for it alone (rule T2)."""
+
+    bucket = forms.CharField(label="Bucket name", max_length=63)
+    access_key_id = forms.CharField(label="AccessKey ID", max_length=128)
+    secret_access_key = forms.CharField(
+        label="AccessKey secret", max_length=256, widget=forms.PasswordInput(render_value=False)
+    )
+
+
 class BackupStartForm(forms.Form):
     source = forms.ModelChoiceField(label="Backup source", queryset=BackupSource.objects.none(), empty_label=None)
     retention_days = forms.IntegerField(

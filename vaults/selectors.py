@@ -2,7 +2,7 @@
 
 from django.http import Http404
 
-from .models import BackupJob, BackupPoint, BackupSource, KmsKey, Vault
+from .models import BackupJob, BackupPoint, BackupSource, KmsKey, OssBucket, Vault
 
 
 def vaults_of(account, region=None):
@@ -37,6 +37,11 @@ def point_or_404(vault, point_id):
 
 def sources_of(account, region):
     return BackupSource.objects.filter(account=account, region=region)
+
+
+def buckets_of(account, region):
+    """The OSS buckets an account may name in a region (rule T2)."""
+    return OssBucket.objects.filter(account=account, region=region)
 
 
 def source_or_404(account, region, source_id):

@@ -123,3 +123,39 @@ def test_the_regions_store_bucket_is_never_assigned(s3_stores, account, region):
     with pytest.raises(ValidationError, match="own data"):
         services.assign_bucket(actor=None, account=account, region=region, name=store_bucket)
     assert not OssBucket.objects.exists()
+
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def test_the_backup_sources_page_lists_only_the_accounts_buckets(alice, account, other_account, region):
+    owned_bucket(account, region, "ours-b")
+    owned_bucket(other_account, region, "theirs-b")
+    body = alice.get("/regions/cn-hangzhou/backup-sources/").content.decode()
+    assert "ours-b" in body and "theirs-b" not in body and "Register bucket" in body
+
+
+def test_registering_a_bucket_in_the_console(s3_stores, alice, account, other_account, region):
+    url = "/regions/cn-hangzhou/backup-sources/buckets/register/"
+    assert 'type="password"' in alice.get(url, **HTMX).content.decode()
+    name = create_bucket("s3", region)
+    theirs = create_bucket("s3", region)
+    owned_bucket(other_account, region, theirs)
+    refused = alice.post(url, {"bucket": theirs, "access_key_id": "AK", "secret_access_key": "s"}, **HTMX)
+    assert refused.status_code == 422 and "already registered" in refused.content.decode()
+    missing = alice.post(url, {"bucket": "nobody-has-this", "access_key_id": "AK", "secret_access_key": "s"}, **HTMX)
+    assert missing.status_code == 422 and "cannot reach" in missing.content.decode()
+    assert OssBucket.objects.filter(account=account).count() == 0
+    done = alice.post(url, {"bucket": name, "access_key_id": "AKMINE", "secret_access_key": "my-secret"}, **HTMX)
+    assert done.status_code == 200 and done.headers["HX-Redirect"].endswith("/backup-sources/")
+    owned = OssBucket.objects.get(account=account, name=name)
+    assert owned.access_key_id == "AKMINE" and b"my-secret" not in bytes(owned.sealed_secret)
+    assert "my-secret" not in alice.get("/regions/cn-hangzhou/backup-sources/").content.decode()
+
+
+def test_the_embedded_store_takes_no_registration(alice, account, region):
+    url = "/regions/cn-hangzhou/backup-sources/buckets/register/"
+    name = create_bucket("local", region)
+    refused = alice.post(url, {"bucket": name, "access_key_id": "AK", "secret_access_key": "s"}, **HTMX)
+    assert refused.status_code == 422 and "assigned by an operator" in refused.content.decode()
+    assert not OssBucket.objects.exists()
