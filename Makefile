@@ -29,7 +29,21 @@ run: $(VENV)/.installed-run
 	@$(PY) -P console/supervise.py --web '$(PY) manage.py runserver --noreload 127.0.0.1:$(PORT)' \
 	  --worker '$(VENV)/bin/celery -A console worker -Q "$$($(PY) manage.py worker_queues)" --beat --schedule=var/celerybeat-schedule --loglevel=INFO --concurrency=2'
 
-test: $(VENV)/.installed-test
+# The browser tests drive Debian's Chromium (no browser download): installed here when this is root on
+# Debian, else `make test` stops at once with the command to run. BROWSER_TESTS=0 skips the check.
+CHROMIUM := /usr/bin/chromium
+.PHONY: browser
+browser:
+	@test "$(BROWSER_TESTS)" = 0 || test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's chromium for the browser tests (tests/e2e)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The browser tests (tests/e2e) need Debian's Chromium at $(CHROMIUM): run 'sudo apt-get install chromium'"; \
+	    echo "(or BROWSER_TESTS=0 make test PYTEST_ARGS='-m \"not e2e\"' to leave them out)"; exit 1; \
+	  fi; }
+
+test: $(VENV)/.installed-test browser
 	@eval "$$($(PY) tests/detect_services.py)" && $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test

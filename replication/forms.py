@@ -27,7 +27,10 @@ class InitiateReplicationForm(forms.Form):
     resource_group = forms.ModelChoiceField(
         label="Vault Resource Group", queryset=ResourceGroup.objects.none(), required=False, empty_label=None
     )
-    encryption_method = forms.ChoiceField(label="Vault Encryption Method", choices=EncryptionMethod.choices)
+    # Create mode only (Select mode never shows it): empty means the source's method, as the panel preselects.
+    encryption_method = forms.ChoiceField(
+        label="Vault Encryption Method", choices=EncryptionMethod.choices, required=False
+    )
     kms_key = forms.ModelChoiceField(
         label="KMS KeyId",
         queryset=KmsKey.objects.none(),
@@ -64,6 +67,31 @@ class InitiateReplicationForm(forms.Form):
     @property
     def is_create(self):
         return self.value("mode") == CREATE
+
+    @property
+    def shown_fields(self):
+        """The fields the panel renders in its current mode."""
+        if self.is_create:
+            return {
+                "mode",
+                "destination_region",
+                "name",
+                "description",
+                "resource_group",
+                "encryption_method",
+                "kms_key",
+            }
+        return {"mode", "destination_region", "target_vault"}
+
+    @property
+    def unshown_errors(self):
+        """Errors of fields this mode does not render: shown above the form, so no refusal is silent."""
+        return [
+            f"{self.fields[name].label}: {error}"
+            for name, errors in self.errors.items()
+            if name != "__all__" and name not in self.shown_fields
+            for error in errors
+        ]
 
     @property
     def wants_kms(self):
