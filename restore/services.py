@@ -139,14 +139,21 @@ def restore_refusal(point, target):
             f"A {point.get_source_type_display()} point restores to a {TargetKind(wanted).label}, "
             f"not to a {target.get_kind_display()}."
         )
-    if point.source_type == SourceType.VMWARE_VM and vault.vault_type == VaultType.REPLICATION_TARGET:
-        return "VMware VM points cannot be restored from a Replication Target vault."
-    if point.tier == Tier.ARCHIVE:
-        return "The point is in the archive tier: bring it back to the standard tier first."
+    if reason := point_restore_refusal(point):
+        return reason
     if target.is_bucket:
         reason = oss_bucket_refusal(account=target.account, region=target.region, name=target.location)
         return reason or prefix_refusal(target.prefix)
     return path_refusal(target.location, target.account)
+
+
+def point_restore_refusal(point):
+    """Rule S3 and the archive tier: why this point cannot be restored to any target, or None."""
+    if point.source_type == SourceType.VMWARE_VM and point.vault.vault_type == VaultType.REPLICATION_TARGET:
+        return "VMware VM points cannot be restored from a Replication Target vault (rule S3)."
+    if point.tier == Tier.ARCHIVE:
+        return "The point is in the archive tier: bring it back to the standard tier first (vault page)."
+    return None
 
 
 def targets_for(point):

@@ -95,8 +95,8 @@ def job_create(request, account, region):
 def _hint(point, form):
     if point is None:
         return None
-    if point.tier == "archive":
-        return "This point is in the archive tier: bring it back to the standard tier first (vault page)."
+    if reason := services.point_restore_refusal(point):  # the service's word, not a guess of the view's
+        return reason
     if not form.fields["target"].queryset.exists():
         return "No restore target of the matching kind in this region: register one on the Restore Targets page."
     return None

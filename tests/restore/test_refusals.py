@@ -133,6 +133,22 @@ def test_targets_offered_for_a_vmware_replica_are_none(tmp_path, account, region
     assert [t for t in offered if services.restore_refusal(replica, t) is not None] == []
 
 
+def test_the_restore_dialog_says_why_a_vmware_replica_cannot_be_restored(
+    alice, tmp_path, account, region, lrs_region, general_vault
+):
+    # rule S3 in the dialog: the service's reason, not a suggestion to register a target that would be refused
+    write(tmp_path / "vm" / "disk0.vmdk", b"disk" * 10000)
+    vault = general_vault()
+    point = back_up(vault, make_source(account, region, SourceType.VMWARE_VM, path=tmp_path / "vm"))
+    replica = replicate(vault, lrs_region)[point.id]
+    body = alice.get(
+        "/regions/us-west-1/restore-jobs/create/",
+        {"vault": replica.vault_id, "point": replica.id},
+        HTTP_HX_REQUEST="true",
+    ).content.decode()
+    assert "cannot be restored from a Replication Target vault" in body and "register one" not in body
+
+
 def test_archived_point_is_refused_until_brought_back(tmp_path, account, region, file_point, src):
     # archive tier: an archived point is refused with a message saying to bring it back; once brought back
     # it restores
