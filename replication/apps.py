@@ -14,6 +14,7 @@ class ReplicationConfig(AppConfig):
         vault_services.DELETE_GUARDS.append(services.vault_delete_guard)
         vault_services.POINT_DELETE_GUARDS.append(services.point_edit_guard)
         vault_services.LOCK_GUARDS.append(services.lock_guard)
+        vault_services.LIFECYCLE_GUARDS.append(services.lifecycle_guard)
         vault_services.GC_GUARDS.append(services.gc_guard)
         vault_services.EXPIRY_HOLDS.append(services.expiry_hold)
         vault_services.BACKUP_GUARDS.append(services.backup_guard)

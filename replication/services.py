@@ -307,6 +307,16 @@ def lock_guard(vault):
     return None
 
 
+def lifecycle_guard(vault):
+    """A replication target follows its source's lifecycle; once its pair is stopped it is standalone and
+    managed on its own (rule R12), automatic archiving included."""
+    if vault.vault_type != VaultType.REPLICATION_TARGET:
+        return None
+    if ReplicationPair.objects.filter(target_vault=vault, state=ReplicationPair.State.STOPPED).exists():
+        return None
+    return "A replication target vault follows its source's lifecycle until its replication is stopped."
+
+
 def gc_guard(vault):
     """A target's garbage waits while another worker copies into it: its new chunks are not referenced yet."""
     from .lease import held_elsewhere

@@ -114,6 +114,7 @@ def vault_detail(request, account, region, vault_id):
         "deletion_refusal": services.deletion_refusal(vault),
         "backup_refusal": services.vault_backup_refusal(vault),
         "lock_refusal": services.lock_refusal(vault),
+        "archiving_refusal": services.archiving_refusal(vault),
         "verify": vault.verify_runs.first(),
         "rep": replication_of([vault])[vault.id],
         "restore_jobs": vault.restore_jobs.select_related("target")[:5],

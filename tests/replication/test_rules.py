@@ -202,3 +202,24 @@ def test_a_locked_or_standalone_vault_cannot_become_a_target(source_vault, make_
                 actor=None, source_vault=source_vault, destination_region=lrs_region, target_vault=target
             )
     assert ReplicationPair.objects.count() == 1
+
+
+def test_a_target_follows_its_source_lifecycle_until_it_is_standalone(alice, source_vault, make_vault, lrs_region):
+    # seed: a standalone vault is managed independently (rule R12): automatic archiving is refused, and not
+    # offered on the vault page, while the pair runs; after the stop it can be set
+    pair = start(source_vault, lrs_region)
+    target = vault_services.initialize_vault_storage(pair.target_vault_id)
+    page = f"/regions/us-west-1/vaults/{target.id}/"
+    body = alice.get(page).content.decode()
+    assert "follows its source" in body and 'name="archive_after_days"' not in body
+    with pytest.raises(ValidationError, match="follows its source's lifecycle"):
+        vault_services.set_archive_after_days(actor=None, vault=target, days=30)
+    free = vault_services.initialize_vault_storage(
+        make_vault("free", reg=lrs_region, vault_type=VaultType.REPLICATION_TARGET).id
+    )
+    assert vault_services.archiving_refusal(free) is not None  # a free target will follow its future source
+
+    services.stop_replication(actor=None, pair=pair)
+    assert 'name="archive_after_days"' in alice.get(page).content.decode()
+    vault_services.set_archive_after_days(actor=None, vault=target, days=30)
+    assert Vault.objects.get(pk=target.pk).archive_after_days == 30

@@ -23,11 +23,13 @@ from .backups import (
 from .buckets import assign_bucket, open_oss_bucket, oss_bucket_refusal, register_bucket
 from .lifecycle import (
     EXPIRY_HOLDS,
+    LIFECYCLE_GUARDS,
     LOCK_GUARDS,
     POINT_ARCHIVED,
     RETENTION_CHANGED,
     archive_due_points,
     archive_point,
+    archiving_refusal,
     bring_back_point,
     expire_points,
     lock_refusal,
@@ -51,6 +53,8 @@ from .vaults import (
 from .verify import reap_stale_verify_runs, requeue_lost_verify_runs, run_verify, start_verify
 
 __all__ = [
+    "LIFECYCLE_GUARDS",
+    "archiving_refusal",
     "assign_bucket",
     "open_oss_bucket",
     "oss_bucket_refusal",

@@ -30,6 +30,9 @@ REPACK_BELOW = 0.5  # a pack whose live chunks fill less than this is rewritten 
 POINT_ARCHIVED = []
 # Checks other apps add before a backup lock is turned on; each returns a reason or None.
 LOCK_GUARDS = []
+# Checks other apps add before a vault's own lifecycle rules change; each returns a reason or None
+# (replication: a replication target follows its source's lifecycle until it is standalone).
+LIFECYCLE_GUARDS = []
 # Checks other apps add before an expired point is deleted; each returns True to keep it for now
 # (replication: a target's copy goes with its source point while the pair runs, rule R9).
 EXPIRY_HOLDS = []
@@ -142,8 +145,8 @@ def set_archive_after_days(*, actor, vault, days):
     ):
         if days is not None and not (1 <= days <= 36500):
             raise ValidationError({"archive_after_days": "Archive after 1 to 36500 days, or never."})
-        if vault.vault_type == VaultType.REPLICATION_TARGET:
-            raise ValidationError("A replication target vault follows its source's lifecycle.")
+        if reason := archiving_refusal(vault):
+            raise ValidationError(reason)
         with transaction.atomic():
             Vault.objects.filter(pk=vault.pk).update(archive_after_days=days)
             record_audit(
@@ -157,6 +160,14 @@ def set_archive_after_days(*, actor, vault, days):
             )
     vault.archive_after_days = days
     return vault
+
+
+def archiving_refusal(vault):
+    """Why this vault's automatic archiving cannot be set by hand, or None."""
+    for guard in LIFECYCLE_GUARDS:
+        if reason := guard(vault):
+            return reason
+    return None
 
 
 def archive_due_points(now=None):
