@@ -191,6 +191,13 @@ def start_restore(*, actor, point, target, sub_path="", files=(), existing=Exist
         sub = _clean_sub_path(sub_path)
         files = [_clean_sub_path(f) for f in files or ()]
         with transaction.atomic():
+            # one restore at a time per target: two writing into the same place would race each other
+            RestoreTarget.objects.select_for_update().filter(pk=target.pk).first()
+            if running := active_jobs(RestoreJob.objects.filter(target=target)).first():
+                raise ValidationError(
+                    f"A restore into {target.name} is already {running.status} (job {running.pk}): "
+                    "it must end before another starts."
+                )
             job = RestoreJob.objects.create(
                 account=vault.account,
                 vault=vault,

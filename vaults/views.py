@@ -124,10 +124,24 @@ def vault_detail(request, account, region, vault_id):
 
 @_scoped
 def vault_status(request, account, region, vault_id):
-    """The status badge; polling stops (286) once the vault has left Initializing."""
+    """The status while a vault initializes; polling stops (286) once it has left Initializing.
+
+    What depends on the status changes with it: the Storage Vaults row polls as a whole
+    (`?row=1`: its actions and replication cell come back too), and the vault page, where
+    most of the page depends on it, is reloaded (HX-Refresh).
+    """
     vault = selectors.vault_or_404(account, vault_id, region)
-    response = render(request, "vaults/_status.html", {"vault": vault, "region": region})
-    if vault.status != VaultStatus.INITIALIZING:
+    settled = vault.status != VaultStatus.INITIALIZING
+    if request.GET.get("row"):
+        from replication.selectors import replication_of
+
+        vault.rep = replication_of([vault])[vault.id]
+        response = render(request, "vaults/vault_list.html#vault-row", {"vault": vault, "region": region})
+    else:
+        response = render(request, "vaults/_status.html", {"vault": vault, "region": region})
+        if settled:
+            response["HX-Refresh"] = "true"
+    if settled:
         response.status_code = HttpResponseStopPolling.status_code
     return response
 

@@ -111,6 +111,8 @@ def test_create_watch_switch_region_and_delete_a_kms_vault(
     assert len(status_polls) == polls, f"polling went on after Normal: {status_polls[polls:]}"
     vault.refresh_from_db()
     assert vault.status == VaultStatus.NORMAL
+    # what depends on the status changed with it, without a reload by hand
+    expect(page.get_by_role("link", name="Back up now")).to_be_visible()
     store = objectstore.region_store(region)
     assert store.list_keys(vault.storage_prefix) == [vault.storage_prefix + "vault.json"]
 

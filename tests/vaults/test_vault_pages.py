@@ -200,6 +200,25 @@ def test_status_fragment_polls_until_the_vault_is_ready(alice, make_vault):
     services.initialize_vault_storage(vault.id)
     done = alice.get(url, **HTMX)
     assert done.status_code == 286 and "Normal" in done.content.decode()
+    assert done["HX-Refresh"] == "true"  # the vault page: what depends on the status is rendered again
+
+
+def test_a_storage_vaults_row_polls_whole_and_comes_back_with_its_actions(alice, make_vault):
+    # the row of an initializing vault polls itself; once Normal, its actions and replication cell come back too
+    vault = make_vault("row-polled")
+    listing = alice.get("/regions/cn-hangzhou/vaults/").content.decode()
+    assert f'hx-get="/regions/cn-hangzhou/vaults/{vault.id}/status/?row=1"' in listing
+    url = f"/regions/cn-hangzhou/vaults/{vault.id}/status/?row=1"
+    polling = alice.get(url, **HTMX)
+    assert polling.status_code == 200 and 'aria-disabled="true">Configure backup vault replication' in (
+        polling.content.decode()
+    )
+    services.initialize_vault_storage(vault.id)
+    done = alice.get(url, **HTMX)
+    body = done.content.decode()
+    assert done.status_code == 286 and body.lstrip().startswith(f'<tr id="vault-{vault.id}"')
+    assert "Normal" in body and f'hx-get="/regions/cn-hangzhou/vaults/{vault.id}/replication/"' in body
+    assert "every 2s" not in body
 
 
 def test_delete_needs_the_typed_name_and_removes_data_and_rows(

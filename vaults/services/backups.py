@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from console.services import (
     HEARTBEAT_STALE,
+    active_jobs,
     audit_refusals,
     fail_lost_jobs,
     record_audit,
@@ -188,6 +189,13 @@ def start_backup(*, actor, vault, source, retention_days=None, fail_on_change=Fa
         if retention_days is not None and not (1 <= retention_days <= MAX_RETENTION_DAYS):
             raise ValidationError({"retention_days": f"Retention is 1 to {MAX_RETENTION_DAYS} days, or none."})
         with transaction.atomic():
+            # one at a time per source and vault, so a double click or a repeated request makes one job
+            BackupSource.objects.select_for_update().filter(pk=source.pk).first()
+            if queued := active_jobs(BackupJob.objects.filter(vault=vault, source=source)).first():
+                raise ValidationError(
+                    f"A backup of {source.name} into this vault is already {queued.status} (job {queued.pk}): "
+                    "it must end before another starts."
+                )
             job = BackupJob.objects.create(
                 account=vault.account,
                 vault=vault,
