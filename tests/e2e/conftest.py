@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 import signal
 
 import pytest
@@ -46,17 +47,38 @@ def console_messages():
     return []
 
 
+# A form's refusal (422) and a refused request of a test that tries one (403, 404) are expected answers;
+# the browser logs them as "Failed to load resource", which is not a fault of the page.
+EXPECTED_STATUS = re.compile(r"Failed to load resource: the server responded with a status of (4\d\d)")
+
+
 @pytest.fixture
 def page(browser, live_server, console_messages):
+    """A tab of its own; the test fails on a console error, an uncaught page error, a CSP violation, an
+    answer of 500 or more, or a request that failed (an aborted poll of a page left behind aside)."""
     context = browser.new_context(viewport=VIEWPORT, base_url=live_server.url)
     context.set_default_timeout(10_000)
     tab = context.new_page()
+    faults = []
     tab.on("console", lambda msg: console_messages.append(f"console.{msg.type}: {msg.text}"))
     tab.on("pageerror", lambda exc: console_messages.append(f"pageerror: {exc}"))
+    tab.on("response", lambda r: r.status >= 500 and faults.append(f"{r.status} {r.request.method} {r.url}"))
+    tab.on(
+        "requestfailed",
+        lambda r: "ERR_ABORTED" not in (r.failure or "") and faults.append(f"failed {r.method} {r.url}: {r.failure}"),
+    )
     try:
         yield tab
     finally:
         context.close()
+    errors = [
+        m
+        for m in console_messages
+        if m.startswith("pageerror")
+        or "content security policy" in m.lower()
+        or (m.startswith("console.error") and not EXPECTED_STATUS.search(m))
+    ]
+    assert not faults and not errors, f"the browser saw faults: {faults + errors}"
 
 
 def csp_violations(messages):
