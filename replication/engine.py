@@ -156,7 +156,7 @@ def copy_point(pair, copy):
     """Copy one source point to the target; commit it only once all its data is there."""
     source_point = BackupPoint.objects.filter(pk=copy.source_point_id, tier=Tier.STANDARD).first()
     if source_point is None:  # deleted, expired or archived at the source meanwhile (rules R9, R10)
-        ReplicatedPoint.objects.filter(pk=copy.pk).update(state=ReplicatedPoint.State.REMOVED)
+        _leave_history(pair, copy)
         return None
     source, target = pair.source_vault, pair.target_vault
     source_store, target_store = region_store(source.region), region_store(target.region)
@@ -187,6 +187,21 @@ def copy_point(pair, copy):
     except BaseException:
         _remove_stored(target_store, target_key)
         raise
+
+
+def _leave_history(pair, copy):
+    """A point that left the source before it was copied is no longer to copy: a historical one leaves the
+    totals too, and is counted as having left, so the progress neither waits for it nor jumps at the end."""
+    with transaction.atomic():
+        removed = ReplicatedPoint.objects.filter(pk=copy.pk, state=ReplicatedPoint.State.PENDING).update(
+            state=ReplicatedPoint.State.REMOVED
+        )
+        if removed and copy.is_history:
+            ReplicationPair.objects.filter(pk=pair.pk).update(
+                history_points_total=F("history_points_total") - 1,
+                history_bytes_total=F("history_bytes_total") - copy.size,
+                history_points_left=F("history_points_left") + 1,
+            )
 
 
 def count_traffic(pair, size):

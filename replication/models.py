@@ -44,6 +44,9 @@ class ReplicationPair(models.Model):
     history_points_done = models.PositiveIntegerField(default=0)
     history_bytes_total = models.BigIntegerField(default=0)
     history_bytes_done = models.BigIntegerField(default=0)
+    history_points_left = models.PositiveIntegerField(
+        default=0, help_text="Historical points deleted or archived at the source before they were copied."
+    )
     history_started = models.DateTimeField(null=True, blank=True)
     history_finished = models.DateTimeField(null=True, blank=True)
     bytes_sent = models.BigIntegerField(default=0, help_text="Bytes sent between the regions (billed, rule B1).")

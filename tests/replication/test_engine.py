@@ -325,3 +325,34 @@ def test_target_copies_keep_their_source_retention_and_go_with_their_source(sour
     services.stop_replication(actor=None, pair=pair)
     vault_services.expire_points(now=later + timedelta(days=1))
     assert BackupPoint.objects.filter(pk=point.pk).exists() and not BackupPoint.objects.filter(pk=copy.pk).exists()
+
+
+def test_historical_points_that_leave_the_source_leave_the_total_visibly(
+    alice, source_vault, backup, lrs_region, tree, monkeypatch
+):
+    # the progress neither waits for a point that is gone nor jumps to 100 % at the end: 3/5 -> 3/4 ...
+    points = []
+    for i in range(3):
+        (tree / f"p{i}.txt").write_bytes(f"point {i}\n".encode() * 2000)
+        points.append(backup(source_vault))
+    pair = start(source_vault, lrs_region)
+    original = engine.copy_point
+    seen = []
+
+    def copy_then_delete(pair, copy):
+        result = original(pair, copy)
+        if not seen:  # after the first point is copied, the last one is deleted at the source
+            seen.append(vault_services.delete_point(actor=None, point=BackupPoint.objects.get(pk=points[-1].id)))
+            mid = ReplicationPair.objects.get(pk=pair.pk)
+            seen.append((mid.history_points_done, mid.history_points_total))
+        return result
+
+    monkeypatch.setattr(engine, "copy_point", copy_then_delete)
+    pair = engine.sync_pair(pair.id)
+    assert seen[1] == (1, 3)
+    assert pair.state == ReplicationPair.State.RUNNING
+    assert (pair.history_points_done, pair.history_points_total, pair.history_points_left) == (2, 2, 1)
+    assert pair.history_bytes_total == pair.history_bytes_done == points[0].size + points[1].size
+    ReplicationPair.objects.filter(pk=pair.pk).update(state=ReplicationPair.State.SYNCING)  # as while it ran
+    body = alice.get("/regions/cn-hangzhou/vaults/").content.decode()
+    assert "2/2 points" in body and "1 point left the source before being copied" in body

@@ -43,6 +43,7 @@ def pair_json(pair):
         "target_region": pair.target_vault.region.code if pair.target_vault else None,
         "target_label": pair.target_label,
         "historical_progress": pair.history_percent,
+        "points_left_source": pair.history_points_left,
         "points_total": points_total,
         "points_done": points_done,
         "bytes_total": bytes_total,
