@@ -44,7 +44,7 @@ def initiate(request, account, region, vault_id):
                             "name": data["name"],
                             "description": data["description"],
                             "resource_group": data["resource_group"],
-                            "encryption_method": data["encryption_method"] or vault.encryption_method,
+                            "encryption_method": data["encryption_method"],  # empty: the source's (the service decides)
                             "kms_key": data["kms_key"],
                         },
                     )

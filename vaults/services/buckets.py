@@ -16,23 +16,19 @@ from ..models import OssBucket
 from ..objectstore import BUCKET_NAME_RULE, bucket_refusal, is_valid_bucket_name, oss_bucket, store_config
 
 
-def _check_name(region, name):
+def _owner_of(region, name):
+    """The bucket's row, refusing a name no account may own; regions on one S3 endpoint share its buckets."""
     if not is_valid_bucket_name(name):
         raise ValidationError({"bucket": BUCKET_NAME_RULE})
     if reason := bucket_refusal(name):
         raise ValidationError({"bucket": reason})
-    owner = OssBucket.objects.filter(region=region, name=name).select_related("account").first()
-    if owner is None:  # regions on one S3 endpoint share its buckets: one owner across them
-        backend, _, endpoint, *_ = store_config(region)
-        owner = next(
-            (
-                b
-                for b in OssBucket.objects.filter(name=name).select_related("region", "account")
-                if backend == "s3" and store_config(b.region)[:3:2] == (backend, endpoint)
-            ),
-            None,
-        )
-    return owner
+    backend, _, endpoint, *_ = store_config(region)
+    rows = OssBucket.objects.filter(name=name).select_related("region", "account")
+    for owned in sorted(rows, key=lambda row: row.region_id != region.pk):  # this region's row first
+        other_backend, _, other_endpoint, *_ = store_config(owned.region)
+        if owned.region_id == region.pk or (backend == other_backend == "s3" and endpoint == other_endpoint):
+            return owned
+    return None
 
 
 def assign_bucket(*, actor, account, region, name):
@@ -42,7 +38,7 @@ def assign_bucket(*, actor, account, region, name):
     """
     name = (name or "").strip()
     with audit_refusals("assign_bucket", actor=actor, account=account, region_code=region.code, object_type="bucket"):
-        owner = _check_name(region, name)
+        owner = _owner_of(region, name)
         if owner is not None and owner.account_id != account.pk:
             raise ValidationError({"bucket": f"The bucket {name} belongs to another account."})
         if owner is not None and owner.region_id == region.pk:
@@ -71,7 +67,7 @@ def register_bucket(*, actor, account, region, name, access_key_id, secret_acces
     name = (name or "").strip()
     access_key_id = (access_key_id or "").strip()
     with audit_refusals("register_bucket", actor=actor, account=account, region_code=region.code, object_type="bucket"):
-        owner = _check_name(region, name)
+        owner = _owner_of(region, name)
         if owner is not None:
             raise ValidationError({"bucket": f"The bucket {name} is already registered."})
         if store_config(region)[0] != "s3":
