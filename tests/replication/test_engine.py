@@ -4,6 +4,7 @@ import os
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db.models import Count
 
 from replication import engine, services
 from replication.models import CrossRegionTraffic, ReplicatedPoint, ReplicationPair
@@ -203,8 +204,12 @@ def test_a_point_of_many_packs_is_copied_pack_by_pack(source_vault, backup, lrs_
     point = backup(source_vault)
     monkeypatch.setattr(engine, "PACK_TARGET", 256 * 1024)  # small packs, so that one point needs many
     pair = engine.sync_pair(start(source_vault, lrs_region).id)
-    packs = list(Pack.objects.filter(vault=pair.target_vault).values_list("size", flat=True))
-    assert len(packs) >= 10 and max(packs) <= 256 * 1024
+    packs = list(Pack.objects.filter(vault=pair.target_vault).annotate(n=Count("chunks")).values_list("size", "n"))
+    assert len(packs) >= 10
+    # at most PACK_TARGET, but for a pack of one chunk: random data can be cut at the largest chunk size,
+    # which sealed is a few bytes over 256 KiB
+    assert all(size <= 256 * 1024 or chunks == 1 for size, chunks in packs), packs
+    packs = [size for size, _ in packs]
     assert sum(packs) + ReplicatedPoint.objects.get(pair=pair).target_point.manifest_size == pair.bytes_sent
     assert files_of(ReplicatedPoint.objects.get(pair=pair).target_point) == files_of(point)
     assert verify_vault(pair.target_vault)["problems"] == []
