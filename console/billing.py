@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.db.models import Max, Sum
 from django.utils import timezone
 
 GB = Decimal(10**9)
@@ -37,10 +38,14 @@ def parse_month(text, today=None):
 
 @dataclass
 class Line:
-    """Usage and charges of one vault, or of one day, or of the whole month."""
+    """Usage and charges of one vault, or of one day, or of the whole month.
+
+    Usage is added as bytes; the charges are worked out once from a line's bytes (`price`),
+    so a day, a vault and the month are each charged on what they used, not on rounded parts.
+    """
 
     label: str = ""
-    vault: object = None
+    vault_id: str | None = None  # None once the vault is deleted (its usage stays billed)
     storage_bytes: int = 0  # a day: the sum of the vaults' peaks; a vault or the month: byte-days
     storage_charge: Decimal = Decimal(0)
     traffic_bytes: int = 0
@@ -53,9 +58,19 @@ class Line:
     def total(self):
         return self.storage_charge + self.traffic_charge + self.internet_charge
 
-    def add(self, kind, amount, charge):
+    def add(self, kind, amount):
         setattr(self, f"{kind}_bytes", getattr(self, f"{kind}_bytes") + amount)
-        setattr(self, f"{kind}_charge", getattr(self, f"{kind}_charge") + charge)
+
+    def price(self, region, days_in_month):
+        """The charges of the bytes added (rules B1, B2): storage per GB-month (a day is 1/days of it)."""
+        self.storage_charge = _charge(self.storage_bytes, region.storage_price / days_in_month)
+        self.traffic_charge = _charge(self.traffic_bytes, region.replication_price)
+        self.internet_charge = _charge(self.internet_bytes, region.internet_price)
+        self.gb_months = (Decimal(self.storage_bytes) / GB / days_in_month).quantize(CENT)
+
+
+def _charge(amount, price_per_gb):
+    return (Decimal(amount) / GB * price_per_gb).quantize(Decimal("0.000001"))
 
 
 @dataclass
@@ -80,7 +95,10 @@ class MonthUsage:
 
 
 def month_usage(account, region, month, today=None):
-    """The account's usage and charges in `region` for the month that starts on `month`."""
+    """The account's usage and charges in `region` for the month that starts on `month`.
+
+    Sums are taken by the database (a region of a thousand vaults has 30,000 storage days a month).
+    """
     from replication.models import CrossRegionTraffic
     from restore.models import RestoreJob
     from vaults.models import StorageUsage
@@ -91,26 +109,29 @@ def month_usage(account, region, month, today=None):
     last = min(end - timedelta(days=1), today)
     days = {month + timedelta(days=n): Line() for n in range((last - month).days + 1)}
     vaults = {}
+    usage = MonthUsage(region, month, days_in_month, settings.BILLING_CURRENCY)
 
-    def record(kind, day, vault_key, label, vault, amount, charge):
-        charge = charge.quantize(Decimal("0.000001"))
-        if day in days:
-            days[day].add(kind, amount, charge)
-        line = vaults.setdefault(vault_key, Line(label=label, vault=vault))
-        line.add(kind, amount, charge)
+    def vault_line(vault_id, label):
+        return vaults.setdefault(vault_id or label, Line(label=label, vault_id=vault_id))
 
     storage = StorageUsage.objects.filter(account=account, region=region, day__gte=month, day__lt=end)
-    for row in storage.select_related("vault"):
-        charge = Decimal(row.peak_bytes) / GB * region.storage_price / days_in_month
-        record("storage", row.day, row.vault_id or row.vault_label, row.vault_label, row.vault, row.peak_bytes, charge)
+    for day, amount in storage.values("day").annotate(amount=Sum("peak_bytes")).values_list("day", "amount"):
+        if day in days:
+            days[day].add("storage", amount)
+    per_vault = storage.values("vault_id").annotate(amount=Sum("peak_bytes"), label=Max("vault_label"))
+    for row in per_vault.filter(vault__isnull=False):
+        vault_line(row["vault_id"], row["label"]).add("storage", row["amount"])
+    gone = storage.filter(vault__isnull=True).values("vault_label").annotate(amount=Sum("peak_bytes"))
+    for row in gone:
+        vault_line(None, row["vault_label"]).add("storage", row["amount"])
 
     traffic = CrossRegionTraffic.objects.filter(pair__account=account, region=region, day__gte=month, day__lt=end)
     for row in traffic.select_related("pair__source_vault"):
         pair = row.pair
-        key = pair.source_vault_id or pair.source_label
         label = _label(pair.source_vault) or pair.source_label
-        charge = Decimal(row.bytes_sent) / GB * region.replication_price
-        record("traffic", row.day, key, label, pair.source_vault, row.bytes_sent, charge)
+        vault_line(pair.source_vault_id, label).add("traffic", row.bytes_sent)
+        if row.day in days:
+            days[row.day].add("traffic", row.bytes_sent)
 
     restores = RestoreJob.objects.filter(
         account=account,
@@ -121,19 +142,18 @@ def month_usage(account, region, month, today=None):
         finished__date__lt=end,
     )
     for job in restores.select_related("vault"):
-        key = job.vault_id or f"restore {job.pk}"
         label = _label(job.vault) or f"deleted vault (point {job.point_label})"
-        charge = Decimal(job.internet_bytes) / GB * region.internet_price
-        record("internet", job.finished.date(), key, label, job.vault, job.internet_bytes, charge)
+        vault_line(job.vault_id, label).add("internet", job.internet_bytes)
+        if job.finished.date() in days:
+            days[job.finished.date()].add("internet", job.internet_bytes)
 
-    usage = MonthUsage(region, month, days_in_month, settings.BILLING_CURRENCY)
+    for line in vaults.values():
+        for kind in ("storage", "traffic", "internet"):
+            usage.total.add(kind, getattr(line, f"{kind}_bytes"))
+    for line in [*vaults.values(), *days.values(), usage.total]:
+        line.price(region, days_in_month)
     usage.days = [(day, line) for day, line in sorted(days.items(), reverse=True)]
     usage.vaults = sorted(vaults.values(), key=lambda line: (-line.total, line.label))
-    for line in usage.vaults:
-        for kind in ("storage", "traffic", "internet"):
-            usage.total.add(kind, getattr(line, f"{kind}_bytes"), getattr(line, f"{kind}_charge"))
-    for line in [*usage.vaults, usage.total]:
-        line.gb_months = (Decimal(line.storage_bytes) / GB / days_in_month).quantize(CENT)
     return usage
 
 
@@ -158,7 +178,7 @@ def as_dict(usage):
         "currency": usage.currency,
         "total": line(usage.total, storage_gb_months=str(usage.total.gb_months)),
         "vaults": [
-            line(v, vault=v.vault.pk if v.vault else None, label=v.label, storage_gb_months=str(v.gb_months))
+            line(v, vault=v.vault_id, label=v.label, storage_gb_months=str(v.gb_months))
             for v in usage.vaults
         ],
         "days": [line(d, day=day.isoformat()) for day, d in usage.days],

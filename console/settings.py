@@ -190,6 +190,7 @@ KMS = {
 }
 
 VAULTS_PER_PAGE = 25
+POINTS_PER_PAGE = 50
 
 LOGGING = {
     "version": 1,

@@ -68,6 +68,9 @@ def audit_log(request, region):
     return render(request, "console/audit_log.html", {"region": region, "account": account, "page": page})
 
 
+USAGE_VAULTS_PER_PAGE = 50  # the per-vault table, costliest first; `manage.py usage` gives every line
+
+
 @login_required
 def usage(request, region):
     """Rule B3: usage and the resulting charges per vault and per day, for one month."""
@@ -82,5 +85,6 @@ def usage(request, region):
         month, status = billing.parse_month(""), 400
     else:
         status = 200
-    context["usage"] = billing.month_usage(account, region, month)
+    context["usage"] = usage = billing.month_usage(account, region, month)
+    context["page"] = Paginator(usage.vaults, USAGE_VAULTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "console/usage.html", context, status=status)

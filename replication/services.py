@@ -278,9 +278,9 @@ def vault_delete_guard(vault):
     return "This vault is the target of a running replication: stop the replication in the source's region first."
 
 
-def point_edit_guard(point):
+def point_edit_guard(vault):
     """Rule R9: the points of a target whose pair runs cannot be deleted or changed by hand."""
-    if ReplicationPair.objects.filter(target_vault=point.vault_id, state__in=ReplicationPair.ACTIVE_STATES).exists():
+    if ReplicationPair.objects.filter(target_vault=vault, state__in=ReplicationPair.ACTIVE_STATES).exists():
         return "This point is in a replication target vault: it follows its source and cannot be changed by hand."
     return None
 

@@ -2,7 +2,7 @@
 
 from django import forms
 
-from vaults.models import BackupPoint, Vault
+from vaults.models import BackupPoint, Vault, VaultType
 
 from .models import Existing, Network, RestoreTarget, TargetKind
 
@@ -30,8 +30,12 @@ class RestoreJobForm(forms.Form):
     sub_path = forms.CharField(label="Only this path (optional)", max_length=1024, required=False)
     existing = forms.ChoiceField(label="Existing files", choices=Existing.choices, initial=Existing.FAIL)
 
+    # The point list offers the newest points; an older one is chosen from the vault page's Restore button.
+    POINT_OPTIONS = 100
+
     def __init__(self, *args, account, region, **kwargs):
         super().__init__(*args, **kwargs)
+        self._chosen = {}
         self.fields["vault"].queryset = Vault.objects.filter(account=account, region=region)
         vault = self.chosen("vault")
         if vault is not None:
@@ -47,7 +51,25 @@ class RestoreJobForm(forms.Form):
         return self.chosen("vault")
 
     def chosen(self, name):
-        value = (self.data if self.is_bound else self.initial).get(name)
-        if not value:
-            return None
-        return self.fields[name].queryset.filter(pk=getattr(value, "pk", value)).first()
+        """The object the form's data names for a field, from its own choices (looked up once)."""
+        if name not in self._chosen:
+            value = (self.data if self.is_bound else self.initial).get(name)
+            found = None
+            if value:
+                found = self.fields[name].queryset.filter(pk=getattr(value, "pk", value)).first()
+            self._chosen[name] = found
+        return self._chosen[name]
+
+    def vault_options(self):
+        """(id, "name (type)") of the vaults to choose from, without a model object per vault."""
+        rows = self.fields["vault"].queryset.order_by("name").values_list("id", "name", "vault_type")
+        return [(pk, f"{name} ({VaultType(kind).label})") for pk, name, kind in rows]
+
+    def point_options(self):
+        """(the newest points of the chosen vault, with the chosen point if it is older; how many there are)."""
+        points = self.fields["point"].queryset
+        shown = list(points.order_by("-created")[: self.POINT_OPTIONS])
+        chosen = self.chosen("point")
+        if chosen is not None and chosen not in shown:
+            shown.append(chosen)
+        return shown, points.count()

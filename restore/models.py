@@ -119,6 +119,7 @@ class RestoreJob(JobProgress, models.Model):
 
     class Meta:
         ordering = ["-created"]
+        indexes = [models.Index(fields=["account", "-created"], name="restore_job_account_newest")]
 
     def __str__(self):
         return f"restore job {self.pk} ({self.status})"

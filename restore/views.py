@@ -81,7 +81,11 @@ def job_create(request, account, region):
     elif form.is_bound:
         form.errors.clear()  # a re-render for a changed vault or point is not a submission
     point = form.chosen("point")
+    point_options, points_total = form.point_options() if form.chosen_vault else ([], 0)
     context = {
+        "vault_options": form.vault_options(),
+        "point_options": point_options,
+        "points_total": points_total,
         "account": account,
         "region": region,
         "form": form,

@@ -1,5 +1,7 @@
 """Vault forms: they parse input; the rules are checked by `vaults.services`."""
 
+from datetime import UTC, datetime, time, timedelta
+
 from django import forms
 
 from console.models import ResourceGroup
@@ -75,3 +77,32 @@ class BackupStartForm(forms.Form):
 
 class ArchivingForm(forms.Form):
     archive_after_days = forms.IntegerField(label="Archive points after (days)", min_value=1, required=False)
+
+
+class PointFilterForm(forms.Form):
+    """The vault page's points: those created between two days (UTC, both included), newest first."""
+
+    created_from = forms.DateField(label="Created from", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    created_to = forms.DateField(label="to", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("created_from"), data.get("created_to")
+        if start and end and start > end:
+            raise forms.ValidationError("The first day must not be after the last.")
+        return data
+
+    def filter(self, points):
+        """The points the valid filter keeps (all of them when the filter is empty or invalid)."""
+        if not self.is_valid():
+            return points
+        if start := self.cleaned_data.get("created_from"):
+            points = points.filter(created__gte=_midnight(start))
+        if end := self.cleaned_data.get("created_to"):
+            points = points.filter(created__lt=_midnight(end + timedelta(days=1)))
+        return points
+
+
+def _midnight(day):
+    """The start of a UTC day, as a bound the (vault, created) index can serve."""
+    return datetime.combine(day, time.min, tzinfo=UTC)

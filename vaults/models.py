@@ -229,6 +229,7 @@ class BackupPoint(models.Model):
 
     class Meta:
         ordering = ["-created"]
+        indexes = [models.Index(fields=["vault", "-created"], name="point_vault_newest")]
 
     def __str__(self):
         return self.id
@@ -312,6 +313,7 @@ class BackupJob(JobProgress, models.Model):
 
     class Meta:
         ordering = ["-created"]
+        indexes = [models.Index(fields=["account", "-created"], name="backup_job_account_newest")]
 
     def __str__(self):
         return f"backup job {self.pk} ({self.status})"

@@ -25,11 +25,11 @@ def kms_keys_of(account, region):
 
 
 def points_of(vault):
-    return BackupPoint.objects.filter(vault=vault).select_related("source")
+    return BackupPoint.objects.filter(vault=vault)
 
 
 def point_or_404(vault, point_id):
-    point = points_of(vault).filter(pk=point_id).select_related("vault__region", "vault__account").first()
+    point = points_of(vault).filter(pk=point_id).select_related("source", "vault__region", "vault__account").first()
     if point is None:
         raise Http404("No such backup point.")
     return point

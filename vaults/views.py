@@ -19,7 +19,7 @@ from console.forms import add_service_errors
 from console.views import console_scope, no_account
 
 from . import selectors, services
-from .forms import ArchivingForm, VaultCreateForm, VaultDeleteForm
+from .forms import ArchivingForm, PointFilterForm, VaultCreateForm, VaultDeleteForm
 from .models import VaultStatus
 
 
@@ -31,7 +31,8 @@ def _scoped(view):
         account, region_obj = console_scope(request, region)
         if account is None:
             return no_account(request, region_obj)
-        request.session["region"] = region_obj.code
+        if request.session.get("region") != region_obj.code:  # written once, not on every page
+            request.session["region"] = region_obj.code
         return view(request, account, region_obj, **kwargs)
 
     wrapper.__name__ = view.__name__
@@ -105,12 +106,18 @@ def vault_detail(request, account, region, vault_id):
     from replication.selectors import replication_of
 
     vault = selectors.vault_or_404(account, vault_id, region)
-    points = [(p, services.point_delete_refusal(p)) for p in selectors.points_of(vault).select_related("vault")]
+    point_filter = PointFilterForm(request.GET)
+    page = Paginator(point_filter.filter(selectors.points_of(vault)), settings.POINTS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    refusals = services.point_delete_refusals(vault, page.object_list)
     context = {
         "account": account,
         "region": region,
         "vault": vault,
-        "points": points,
+        "page": page,
+        "point_filter": point_filter,
+        "points": [(point, refusals[point.pk]) for point in page.object_list],
         "deletion_refusal": services.deletion_refusal(vault),
         "backup_refusal": services.vault_backup_refusal(vault),
         "lock_refusal": services.lock_refusal(vault),

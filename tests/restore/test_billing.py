@@ -145,7 +145,7 @@ def test_usage_page_charges_storage_replication_and_outbound_per_vault_and_day(
     assert abs(usage.total.storage_charge - storage) < Decimal("0.00001")
     assert abs(usage.total.traffic_charge - traffic) < Decimal("0.00001")
     assert abs(usage.total.internet_charge - internet) < Decimal("0.00001")
-    by_vault = {line.vault.pk: line for line in usage.vaults}
+    by_vault = {line.vault_id: line for line in usage.vaults}
     assert set(by_vault) == {general.vault_id, pair.source_vault_id}  # the target's storage is billed in its region
     assert by_vault[general.vault_id].internet_bytes == TOTAL and by_vault[pair.source_vault_id].traffic_bytes > 0
     today = [line for day, line in usage.days if day == timezone.now().date()][0]

@@ -1,5 +1,7 @@
 """Storage Vaults pages through the test client: full pages and htmx fragments of the same URLs."""
 
+from datetime import UTC
+
 import pytest
 
 from console.models import AuditLog
@@ -258,3 +260,40 @@ def test_no_inline_scripts_and_a_strict_csp(alice):
     body = response.content.decode()
     assert "script-src 'self'" in response["Content-Security-Policy"]
     assert "<script>" not in body and "<script src=" in body
+
+
+def test_points_are_paged_newest_first_and_filtered_by_day(alice, make_vault, settings):
+    # a vault of many points: one page at a time, newest first, and the days a user asks for
+    from datetime import datetime, timedelta
+
+    from vaults.models import BackupPoint
+
+    vault = make_vault("daily")
+    day0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    BackupPoint.objects.bulk_create(
+        BackupPoint(
+            vault=vault, source_type="nas", source_location="/d", created=day0 + timedelta(days=i), manifest_key=f"m{i}"
+        )
+        for i in range(120)
+    )
+    url = f"/regions/cn-hangzhou/vaults/{vault.id}/"
+    body = alice.get(url).content.decode()
+    assert body.count('<tr id="point-') == settings.POINTS_PER_PAGE
+    assert "2026-04-30" in body and "2026-01-01" not in body  # the newest (day 119) first
+    assert "Page 1 of 3 · 120 in all" in body
+    last = alice.get(url + "?page=3").content.decode()
+    assert last.count('<tr id="point-') == 20 and "2026-01-01" in last
+
+    days = alice.get(url + "?created_from=2026-02-01&created_to=2026-02-03").content.decode()
+    assert days.count('<tr id="point-') == 3
+    assert all(f"2026-02-0{d}" in days for d in (1, 2, 3)) and "2026-01-31" not in days
+    assert "All points" in days
+
+    none = alice.get(url + "?created_from=2027-01-01").content.decode()
+    assert "No backup point was created in these days." in none
+
+    backwards = alice.get(url + "?created_from=2026-03-01&created_to=2026-02-01")
+    assert backwards.status_code == 200
+    text = backwards.content.decode()
+    assert "The first day must not be after the last." in text
+    assert text.count('<tr id="point-') == settings.POINTS_PER_PAGE  # an invalid filter filters nothing

@@ -65,7 +65,8 @@ MAX_RETENTION_DAYS = 36500
 
 # Callables other apps add; each gets a committed point (replication: copy it, rule R8).
 POINT_COMMITTED = []
-# Checks other apps add before a point is deleted by hand; each returns a reason or None (rule R9).
+# Checks other apps add before a vault's points are deleted or changed by hand; each gets the vault and
+# returns a reason or None (rule R9).
 POINT_DELETE_GUARDS = []
 # Hooks (vault) -> True while another app's work in flight needs the vault's unreferenced chunks.
 GC_GUARDS = []
@@ -493,11 +494,26 @@ def note_storage_usage_of_all_vaults():
 
 def point_delete_refusal(point, *, now=None):
     """Why a point cannot be deleted by hand now, or None (rules L1, R9)."""
+    return point_delete_refusals(point.vault, [point], now=now)[point.pk]
+
+
+def point_delete_refusals(vault, points, *, now=None):
+    """{point id: why it cannot be deleted, or None} for points of one vault, in a fixed number of queries."""
     now = now or timezone.now()
-    if point.vault.backup_lock and (point.expires is None or point.expires > now):
-        return "Backup lock is on: the point cannot be deleted before it expires."
+    vault_reason = points_edit_refusal(vault)
+    refusals = {}
+    for point in points:
+        if vault.backup_lock and (point.expires is None or point.expires > now):
+            refusals[point.pk] = "Backup lock is on: the point cannot be deleted before it expires."
+        else:
+            refusals[point.pk] = vault_reason
+    return refusals
+
+
+def points_edit_refusal(vault):
+    """Why no point of the vault can be deleted or changed by hand now (another app's rule), or None."""
     for guard in POINT_DELETE_GUARDS:
-        reason = guard(point)
+        reason = guard(vault)
         if reason:
             return reason
     return None

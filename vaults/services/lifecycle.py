@@ -19,7 +19,7 @@ from console.services import audit_refusals, record_audit
 from ..chunkstore import PACK_TARGET, new_pack_name, pack_key
 from ..models import BackupPoint, Chunk, Pack, Tier, Vault, VaultType
 from ..objectstore import region_store
-from .backups import POINT_DELETE_GUARDS, _remove_point, collect_garbage, refresh_data_size
+from .backups import _remove_point, collect_garbage, points_edit_refusal, refresh_data_size
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,8 @@ def set_point_retention(*, actor, point, expires):
     ):
         with transaction.atomic():
             locked = BackupPoint.objects.select_for_update().select_related("vault").get(pk=point.pk)
-            for guard in POINT_DELETE_GUARDS:
-                reason = guard(locked)
-                if reason:
-                    raise ValidationError(reason)
+            if reason := points_edit_refusal(locked.vault):
+                raise ValidationError(reason)
             now = timezone.now()
             if expires is not None and expires <= now:
                 raise ValidationError({"expires": "The new expiry must be in the future."})
