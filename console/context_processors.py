@@ -3,7 +3,7 @@
 from django.urls import NoReverseMatch, reverse
 from django.utils.functional import SimpleLazyObject
 
-from .selectors import accounts_of, current_account, enabled_regions
+from .selectors import accounts_of, current_account, selectable_regions
 from .workers import worker_silence
 
 
@@ -27,10 +27,11 @@ def console(request):
     match = getattr(request, "resolver_match", None)
     if match is None or "region" not in match.kwargs:
         return context
-    regions = list(enabled_regions())
+    account = current_account(request)
+    regions = list(selectable_regions(account, match.kwargs["region"]))
     return {
         **context,
-        "current_account": current_account(request),
+        "current_account": account,
         "user_accounts": accounts_of(request.user),
         "region_links": [(r, region_switch_url(match, r.code)) for r in regions],
         "current_region_code": match.kwargs["region"],

@@ -108,6 +108,17 @@ class Region(models.Model):
         return f"{self.name} ({self.code})"
 
     @property
+    def new_work_refusal(self):
+        """Why nothing new may start in this region, or None (rule G2: operators can disable a region).
+
+        A disabled region stops new work (vaults, backups, replication to or from it), but its
+        vaults stay visible, restorable and deletable: one may hold the only copy left.
+        """
+        if self.is_enabled:
+            return None
+        return f"{self.name} is disabled by the operator: nothing new starts there until it is enabled again."
+
+    @property
     def redundancy(self):
         """Rule V3: the system picks ZRS where the region supports it."""
         return "ZRS" if self.supports_zrs else "LRS"

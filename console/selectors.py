@@ -1,5 +1,6 @@
 """Read queries the console shares: the user's accounts, regions, the audit log."""
 
+from django.db.models import Q
 from django.http import Http404
 
 from .models import Account, AuditLog, Region
@@ -16,11 +17,21 @@ def enabled_regions():
 
 
 def region_or_404(code):
-    """An unknown or disabled region code in a URL is a 404."""
+    """An unknown region code in a URL is a 404; a disabled region's pages stay open (its vaults stay visible)."""
     try:
-        return enabled_regions().get(code=code)
+        return Region.objects.get(code=code)
     except Region.DoesNotExist:
         raise Http404(f"No region {code!r}.") from None
+
+
+def selectable_regions(account, current=None):
+    """The region selector: enabled regions, and disabled ones where the account has vaults (or the page is)."""
+    shown = Q(is_enabled=True)
+    if account is not None:
+        shown |= Q(pk__in=Region.objects.filter(vaults__account=account).values("pk"))
+    if current:
+        shown |= Q(code=current)
+    return Region.objects.filter(shown)
 
 
 def audit_log_of(account, region=None):

@@ -43,6 +43,10 @@ class TargetNotReady(Exception):
     pass
 
 
+class RegionDisabled(TargetNotReady):
+    """A region of the pair is disabled: the pair waits (and says why) until it is enabled again."""
+
+
 def sync_pair(pair_id):
     """Bring the target up to date: history first, then any new point; remove what left the source.
 
@@ -65,6 +69,8 @@ def _sync_round(pair_id):
     pair = ReplicationPair.objects.select_related("source_vault__region", "target_vault__region").get(pk=pair_id)
     if not pair.is_active:
         return pair
+    if reason := pair.stall_reason:
+        raise RegionDisabled(reason)
     target = pair.target_vault
     if target.status == VaultStatus.ERROR:  # its storage could not be created: try again with every sync
         retry_vault_initialization(actor=None, vault=target)

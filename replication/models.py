@@ -76,6 +76,14 @@ class ReplicationPair(models.Model):
         return self.state in self.ACTIVE_STATES
 
     @property
+    def stall_reason(self):
+        """Why copying waits whatever the workers do, or None: a region of the pair is disabled."""
+        for vault in (self.source_vault, self.target_vault):
+            if vault is not None and (reason := vault.region.new_work_refusal):
+                return f"Copying waits: {reason}"
+        return None
+
+    @property
     def is_moving(self):
         """Something is (or should be) copying: the console keeps polling."""
         return self.state in (self.State.INITIALIZING, self.State.SYNCING) or bool(self.error)

@@ -51,6 +51,8 @@ def replication_refusal(vault, *, replicated=None, has_ecs_instance_data=None):
         return "A vault in Error state cannot be replicated."
     if vault.status != VaultStatus.NORMAL:
         return f"The vault is {vault.get_status_display()}; it can be replicated once it is Normal."
+    if reason := vault.region.new_work_refusal:
+        return reason
     if not vault.region.supports_cross_region:
         return f"{vault.region.name} does not support cross-region backup."
     if replicated is None:
@@ -151,8 +153,8 @@ def _check_destination(source, region):
         raise ValidationError({"destination_region": "Choose a destination region."})
     if region.pk == source.region_id:
         raise ValidationError({"destination_region": "The destination region must differ from the source's region."})
-    if not region.is_enabled:
-        raise ValidationError({"destination_region": f"{region.name} is disabled."})
+    if reason := region.new_work_refusal:
+        raise ValidationError({"destination_region": reason})
     if not region.supports_cross_region:
         raise ValidationError({"destination_region": f"{region.name} does not support cross-region backup."})
 

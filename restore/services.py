@@ -95,8 +95,7 @@ def create_restore_target(*, actor, account, region, kind, name, location, prefi
             errors["location"] = reason
         if network not in Network.values:
             errors["network"] = f"Unknown network {network!r}."
-        if not region.is_enabled:
-            errors["region"] = f"The region {region.code} is disabled."
+        # a disabled region takes new restore targets: its vaults stay restorable (rule G2)
         if errors:
             raise ValidationError(errors)
         with transaction.atomic():

@@ -113,8 +113,8 @@ def create_backup_source(
             elif reason := path_refusal(path, account):
                 errors["path"] = reason
             bucket = prefix = ""
-        if not region.is_enabled:
-            errors["region"] = f"The region {region.code} is disabled."
+        if reason := region.new_work_refusal:
+            errors["region"] = reason
         if errors:
             raise ValidationError(errors)
         with transaction.atomic():
@@ -146,6 +146,8 @@ def vault_backup_refusal(vault):
     """Why no backup can go into this vault now, or None."""
     if vault.vault_type == VaultType.REPLICATION_TARGET:
         return "A Replication Target vault is read-only: it cannot be the target of a backup (rule R9)."
+    if reason := vault.region.new_work_refusal:
+        return reason
     if vault.status != VaultStatus.NORMAL:
         return f"The vault is {vault.get_status_display()}: backups need a vault in Normal state."
     return None

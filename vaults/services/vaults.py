@@ -112,8 +112,8 @@ def _build_vault(
     *, account, region, name, description, resource_group, vault_type, encryption_method, kms_key, chunk_id_key=None
 ):
     errors = {}
-    if not region.is_enabled:
-        errors["region"] = f"The region {region.code} is disabled."
+    if reason := region.new_work_refusal:
+        errors["region"] = reason
     try:
         name = _clean_name(name)
     except ValidationError as exc:
@@ -433,8 +433,8 @@ def create_kms_key(*, actor, account, region, alias):
             raise ValidationError({"alias": "Enter an alias for the key."})
         if len(alias) > 128:
             raise ValidationError({"alias": "The alias can have at most 128 characters."})
-        if not region.is_enabled:
-            raise ValidationError({"region": f"The region {region.code} is disabled."})
+        if reason := region.new_work_refusal:
+            raise ValidationError({"region": reason})
         if KmsKey.objects.filter(account=account, region=region, alias=alias).exists():
             raise ValidationError({"alias": f"A key with alias {alias!r} already exists in {region.name}."})
         provider = kms_provider()

@@ -55,6 +55,7 @@ def pair_json(pair):
         "bytes_sent": pair.bytes_sent,
         "lag_seconds": round(pair.lag_seconds, 3) if pair.is_active else None,
         "last_replicated": _iso(pair.last_replicated),
+        "waiting_because": pair.stall_reason if pair.is_active else None,
         "error": pair.error,
         "error_since": _iso(pair.error_since),
         "attempts": pair.attempts,
