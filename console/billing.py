@@ -177,10 +177,7 @@ def as_dict(usage):
         "month": f"{usage.month:%Y-%m}",
         "currency": usage.currency,
         "total": line(usage.total, storage_gb_months=str(usage.total.gb_months)),
-        "vaults": [
-            line(v, vault=v.vault_id, label=v.label, storage_gb_months=str(v.gb_months))
-            for v in usage.vaults
-        ],
+        "vaults": [line(v, vault=v.vault_id, label=v.label, storage_gb_months=str(v.gb_months)) for v in usage.vaults],
         "days": [line(d, day=day.isoformat()) for day, d in usage.days],
     }
 

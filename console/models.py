@@ -198,3 +198,23 @@ class JobProgress:
         if not self.is_active or not self.rate:
             return None
         return max(0, (self.bytes_total - self.bytes_done) / self.rate)
+
+
+class FormSubmission(models.Model):
+    """One submission of a create form (its one-time token): a repeat of it answers with what the first made.
+
+    A double click or a resent form carries the same token; the unique key makes the second
+    wait for, then reuse, the first's result instead of creating a second job or vault.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    token = models.CharField(max_length=64)
+    action = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64, blank=True, help_text="What the first submission created.")
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "token"], name="one_submission_per_token")]
+
+    def __str__(self):
+        return f"{self.action} {self.token}"

@@ -4,15 +4,16 @@ Every state change of the product goes through a service function that writes
 one audit row (rule A3); vault actions live in `vaults.services`.
 """
 
+import time
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .models import Account, AuditLog, Membership, Region, ResourceGroup
+from .models import Account, AuditLog, FormSubmission, Membership, Region, ResourceGroup
 
 
 def actor_label(actor):
@@ -60,6 +61,57 @@ class audit_refusals:
         if isinstance(exc, ValidationError):
             record_refusal(action=self.action, error=exc, **self.audit)
         return False
+
+
+# -- one-time form tokens ---------------------------------------------------------------------------
+
+SUBMISSION_FIELD = "submission"  # the hidden input every create form carries ({% submission_token %})
+SUBMISSION_WAIT = 30  # seconds a repeat waits for the first submission's result
+SUBMISSION_KEPT = timedelta(days=1)
+
+
+def once(*, user, token, action, model, create):
+    """Run a create action once per form submission: a repeat (double click, resent form) returns what the
+    first one created instead of creating it again.
+
+    `create()` makes and returns the object; without a token (commands, API) it simply runs.
+    The claim is its own committed row, so a concurrent repeat sees it at once and waits for
+    the first's result; a first that is refused gives its token back, and the repeat is tried.
+    """
+    if not token or not getattr(user, "is_authenticated", False):
+        return create()
+    token = str(token)[:64]
+    try:
+        with transaction.atomic():
+            claim = FormSubmission.objects.create(user=user, token=token, action=action)
+    except IntegrityError:
+        return _result_of_first(user=user, token=token, action=action, model=model, create=create)
+    try:
+        made = create()
+    except BaseException:
+        FormSubmission.objects.filter(pk=claim.pk).delete()
+        raise
+    FormSubmission.objects.filter(pk=claim.pk).update(object_id=str(made.pk))
+    FormSubmission.objects.filter(created__lt=timezone.now() - SUBMISSION_KEPT).delete()
+    return made
+
+
+def _result_of_first(*, user, token, action, model, create):
+    deadline = time.monotonic() + SUBMISSION_WAIT
+    while True:
+        first = FormSubmission.objects.filter(user=user, token=token).first()
+        if first is None:  # the first was refused: this one is handled on its own
+            return once(user=user, token=token, action=action, model=model, create=create)
+        if first.action != action:
+            raise ValidationError("This form was already used for something else: reload the page.")
+        if first.object_id:
+            made = model.objects.filter(pk=first.object_id).first()
+            if made is None:
+                raise ValidationError("What this form created no longer exists: reload the page.")
+            return made
+        if time.monotonic() > deadline:
+            raise ValidationError("This form is still being handled: reload the page in a moment to see it.")
+        time.sleep(0.05)
 
 
 # A job still queued after this long has most likely lost its message (a broker restarted without persistence).

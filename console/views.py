@@ -10,11 +10,18 @@ from django.views.decorators.http import require_POST
 
 from . import billing
 from .selectors import SESSION_ACCOUNT_KEY, accounts_of, audit_log_of, current_account, enabled_regions, region_or_404
+from .services import SUBMISSION_FIELD, once
 
 
 def console_scope(request, region_code):
     """(account, region) for a region-scoped page; unknown or disabled regions are a 404."""
     return current_account(request), region_or_404(region_code)
+
+
+def create_once(request, action, model, create):
+    """`create()` once per submitted form: a double click or a resent form gets what the first made."""
+    token = request.POST.get(SUBMISSION_FIELD, "")
+    return once(user=request.user, token=token, action=action, model=model, create=create)
 
 
 def no_account(request, region):

@@ -10,6 +10,7 @@ Running it again after a crash copies only what is still missing.
 
 import json
 import logging
+import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # Target packs in flight at once: while one thread reseals, the others wait for the disk or the network.
 COPY_THREADS = 3
+PROGRESS_EVERY = 0.5  # seconds between writes of a point's copy progress (PointProgress)
 
 
 class PairStopped(Exception):
@@ -178,7 +180,8 @@ def copy_point(pair, copy):
     for cid, key, offset, length, raw_length in refs:
         if bytes(cid) not in present:
             missing[key].append((bytes(cid), offset, length, raw_length))
-    sent = copy_chunks(pair, source_store, target_store, source_codec, target_codec, missing)
+    progress = PointProgress(pair, source_point.size, refs, present) if copy.is_history else None
+    sent = copy_chunks(pair, source_store, target_store, source_codec, target_codec, missing, progress)
 
     target_point_id = new_point_id()
     manifest = json.loads(source_codec.open_manifest(source_point.id, source_store.get(source_point.manifest_key)))
@@ -195,6 +198,34 @@ def copy_point(pair, copy):
         raise
 
 
+class PointProgress:
+    """How far the copy of one historical point has got, shown while it runs (not only once it lands).
+
+    The point's size is shared out over its chunks by their raw length: chunks the target
+    already holds count at once, the others as their packs are stored. Written to the pair
+    at most every PROGRESS_EVERY seconds; the commit adds the whole size and clears it.
+    """
+
+    def __init__(self, pair, size, refs, present):
+        self.pair_id, self.size = pair.pk, size
+        self.raw_total = sum(r[4] for r in refs) or 1
+        self.raw_done = sum(r[4] for r in refs if bytes(r[0]) in present)
+        self.written_at = 0.0
+        self.save(force=True)
+
+    def add(self, rows):
+        self.raw_done += sum(row[3] for row in rows)
+        self.save()
+
+    def save(self, force=False):
+        now = time.monotonic()
+        if not force and now - self.written_at < PROGRESS_EVERY:
+            return
+        self.written_at = now
+        in_flight = self.size * min(self.raw_done, self.raw_total) // self.raw_total
+        ReplicationPair.objects.filter(pk=self.pair_id).update(history_bytes_in_flight=in_flight)
+
+
 def _leave_history(pair, copy):
     """A point that left the source before it was copied is no longer to copy: a historical one leaves the
     totals too, and is counted as having left, so the progress neither waits for it nor jumps at the end."""
@@ -207,6 +238,7 @@ def _leave_history(pair, copy):
                 history_points_total=F("history_points_total") - 1,
                 history_bytes_total=F("history_bytes_total") - copy.size,
                 history_points_left=F("history_points_left") + 1,
+                history_bytes_in_flight=0,
             )
 
 
@@ -223,7 +255,7 @@ def count_traffic(pair, size):
         CrossRegionTraffic.objects.filter(pk=traffic.pk).update(bytes_sent=F("bytes_sent") + size)
 
 
-def copy_chunks(pair, source_store, target_store, source_codec, target_codec, missing):
+def copy_chunks(pair, source_store, target_store, source_codec, target_codec, missing, progress=None):
     """Copy the chunks the target lacks ({source pack key: [(id, offset, length, size)]}); return bytes sent.
 
     Each new target pack is read, resealed and written on a pool thread (one reseals while
@@ -239,10 +271,13 @@ def copy_chunks(pair, source_store, target_store, source_codec, target_codec, mi
         def index_next():
             key, size, rows = inflight.popleft().result()
             try:
-                return _index_pack(pair, key, size, rows)
+                indexed = _index_pack(pair, key, size, rows)
             except PairStopped:
                 _remove_stored(target_store, key)
                 raise
+            if progress is not None:
+                progress.add(rows)
+            return indexed
 
         try:
             for groups in _plan_packs(missing):
@@ -362,6 +397,7 @@ def _commit_copy(pair, copy, source_point, target_point_id, target_key, manifest
         if row.is_history:
             updates["history_points_done"] = F("history_points_done") + 1
             updates["history_bytes_done"] = F("history_bytes_done") + source_point.size
+            updates["history_bytes_in_flight"] = 0
         if locked.last_replicated is None or source_point.created > locked.last_replicated:
             updates["last_replicated"] = source_point.created
         if updates:

@@ -44,6 +44,9 @@ class ReplicationPair(models.Model):
     history_points_done = models.PositiveIntegerField(default=0)
     history_bytes_total = models.BigIntegerField(default=0)
     history_bytes_done = models.BigIntegerField(default=0)
+    history_bytes_in_flight = models.BigIntegerField(
+        default=0, help_text="Of the historical point being copied, the bytes copied so far (zero once it lands)."
+    )
     history_points_left = models.PositiveIntegerField(
         default=0, help_text="Historical points deleted or archived at the source before they were copied."
     )
@@ -89,11 +92,16 @@ class ReplicationPair(models.Model):
         return self.state in (self.State.INITIALIZING, self.State.SYNCING) or bool(self.error)
 
     @property
+    def history_bytes_copied(self):
+        """Bytes of the history copied: the points that landed and the part of the one being copied."""
+        return self.history_bytes_done + self.history_bytes_in_flight
+
+    @property
     def history_percent(self):
         if self.state == self.State.RUNNING or (self.history_finished and self.history_bytes_total == 0):
             return 100
         if self.history_bytes_total:
-            return min(100, int(100 * self.history_bytes_done / self.history_bytes_total))
+            return min(100, int(100 * self.history_bytes_copied / self.history_bytes_total))
         return 0
 
     @property
@@ -101,13 +109,13 @@ class ReplicationPair(models.Model):
         if not self.history_started:
             return 0
         end = self.history_finished or timezone.now()
-        return self.history_bytes_done / max((end - self.history_started).total_seconds(), 1e-3)
+        return self.history_bytes_copied / max((end - self.history_started).total_seconds(), 1e-3)
 
     @property
     def history_eta_seconds(self):
         if self.state != self.State.SYNCING or not self.history_rate:
             return None
-        return (self.history_bytes_total - self.history_bytes_done) / self.history_rate
+        return max(0, self.history_bytes_total - self.history_bytes_copied) / self.history_rate
 
     @property
     def lag_seconds(self):

@@ -11,17 +11,45 @@ from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from console.forms import add_service_errors
+from console.views import create_once
 from vaults import selectors as vault_selectors
 from vaults.views import _render, _scoped
 
 from . import services
 from .forms import InitiateReplicationForm, StopReplicationForm
+from .models import ReplicationPair
 from .selectors import replication_of
 
 
 def _back_to_list(request, region):
     url = reverse("vaults:list", kwargs={"region": region.code})
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _start(actor, vault, form):
+    """The pair the panel asks for: to a new Replication Target vault, or to a free one selected."""
+    data = form.cleaned_data
+    if form.is_create:
+        return services.start_replication(
+            actor=actor,
+            source_vault=vault,
+            destination_region=data["destination_region"],
+            create={
+                "name": data["name"],
+                "description": data["description"],
+                "resource_group": data["resource_group"],
+                "encryption_method": data["encryption_method"],  # empty: the source's (the service decides)
+                "kms_key": data["kms_key"],
+            },
+        )
+    if data["target_vault"] is None:
+        raise ValidationError({"target_vault": "Select a Replication Target Vault."})
+    return services.start_replication(
+        actor=actor,
+        source_vault=vault,
+        destination_region=data["destination_region"],
+        target_vault=data["target_vault"],
+    )
 
 
 @_scoped
@@ -33,30 +61,8 @@ def initiate(request, account, region, vault_id):
     status = 200
     if submitted:
         if form.is_valid():
-            data = form.cleaned_data
             try:
-                if form.is_create:
-                    services.start_replication(
-                        actor=request.user,
-                        source_vault=vault,
-                        destination_region=data["destination_region"],
-                        create={
-                            "name": data["name"],
-                            "description": data["description"],
-                            "resource_group": data["resource_group"],
-                            "encryption_method": data["encryption_method"],  # empty: the source's (the service decides)
-                            "kms_key": data["kms_key"],
-                        },
-                    )
-                else:
-                    if data["target_vault"] is None:
-                        raise ValidationError({"target_vault": "Select a Replication Target Vault."})
-                    services.start_replication(
-                        actor=request.user,
-                        source_vault=vault,
-                        destination_region=data["destination_region"],
-                        target_vault=data["target_vault"],
-                    )
+                create_once(request, "start_replication", ReplicationPair, lambda: _start(request.user, vault, form))
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:

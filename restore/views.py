@@ -7,6 +7,7 @@ from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from console.forms import add_service_errors
+from console.views import create_once
 from vaults.views import _render, _scoped
 
 from . import services
@@ -31,7 +32,14 @@ def target_create(request, account, region):
     if request.method == "POST":
         if form.is_valid():
             try:
-                services.create_restore_target(actor=request.user, account=account, region=region, **form.cleaned_data)
+                create_once(
+                    request,
+                    "create_restore_target",
+                    RestoreTarget,
+                    lambda: services.create_restore_target(
+                        actor=request.user, account=account, region=region, **form.cleaned_data
+                    ),
+                )
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
@@ -66,12 +74,17 @@ def job_create(request, account, region):
         if form.is_valid():
             data = form.cleaned_data
             try:
-                services.start_restore(
-                    actor=request.user,
-                    point=data["point"],
-                    target=data["target"],
-                    sub_path=data["sub_path"],
-                    existing=data["existing"],
+                create_once(
+                    request,
+                    "start_restore",
+                    RestoreJob,
+                    lambda: services.start_restore(
+                        actor=request.user,
+                        point=data["point"],
+                        target=data["target"],
+                        sub_path=data["sub_path"],
+                        existing=data["existing"],
+                    ),
                 )
             except ValidationError as exc:
                 add_service_errors(form, exc)

@@ -12,9 +12,11 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from console.forms import add_service_errors
+from console.views import create_once
 
 from . import selectors, services
 from .forms import BackupSourceForm, BackupStartForm, BucketRegisterForm
+from .models import BackupJob, BackupSource
 from .views import _render, _scoped
 
 
@@ -61,7 +63,14 @@ def source_create(request, account, region):
     if request.method == "POST":
         if form.is_valid():
             try:
-                services.create_backup_source(actor=request.user, account=account, region=region, **form.cleaned_data)
+                create_once(
+                    request,
+                    "create_backup_source",
+                    BackupSource,
+                    lambda: services.create_backup_source(
+                        actor=request.user, account=account, region=region, **form.cleaned_data
+                    ),
+                )
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
@@ -94,12 +103,17 @@ def backup_start(request, account, region, vault_id):
         if form.is_valid():
             data = form.cleaned_data
             try:
-                services.start_backup(
-                    actor=request.user,
-                    vault=vault,
-                    source=data["source"],
-                    retention_days=data["retention_days"],
-                    fail_on_change=data["fail_on_change"],
+                create_once(
+                    request,
+                    "start_backup",
+                    BackupJob,
+                    lambda: services.start_backup(
+                        actor=request.user,
+                        vault=vault,
+                        source=data["source"],
+                        retention_days=data["retention_days"],
+                        fail_on_change=data["fail_on_change"],
+                    ),
                 )
             except ValidationError as exc:
                 add_service_errors(form, exc)

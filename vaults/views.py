@@ -16,11 +16,11 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from console.forms import add_service_errors
-from console.views import console_scope, no_account
+from console.views import console_scope, create_once, no_account
 
 from . import selectors, services
 from .forms import ArchivingForm, PointFilterForm, VaultCreateForm, VaultDeleteForm
-from .models import VaultStatus
+from .models import Vault, VaultStatus, VerifyRun
 
 
 def _scoped(view):
@@ -71,16 +71,21 @@ def vault_create(request, account, region):
         if form.is_valid():
             data = form.cleaned_data
             try:
-                vault = services.create_vault(
-                    actor=request.user,
-                    account=account,
-                    region=region,
-                    name=data["name"],
-                    description=data["description"],
-                    resource_group=data["resource_group"],
-                    vault_type=data["vault_type"],
-                    encryption_method=data["encryption_method"],
-                    kms_key=data["kms_key"],
+                vault = create_once(
+                    request,
+                    "create_vault",
+                    Vault,
+                    lambda: services.create_vault(
+                        actor=request.user,
+                        account=account,
+                        region=region,
+                        name=data["name"],
+                        description=data["description"],
+                        resource_group=data["resource_group"],
+                        vault_type=data["vault_type"],
+                        encryption_method=data["encryption_method"],
+                        kms_key=data["kms_key"],
+                    ),
                 )
             except ValidationError as exc:
                 add_service_errors(form, exc)
@@ -242,7 +247,7 @@ def vault_archiving(request, account, region, vault_id):
 @_scoped
 def vault_verify(request, account, region, vault_id):
     vault = selectors.vault_or_404(account, vault_id, region)
-    services.start_verify(actor=request.user, vault=vault)
+    create_once(request, "start_verify", VerifyRun, lambda: services.start_verify(actor=request.user, vault=vault))
     url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 

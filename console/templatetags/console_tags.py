@@ -1,9 +1,13 @@
-"""Small display filters shared by the console's templates."""
+"""Small display filters and tags shared by the console's templates."""
 
+import secrets
 from decimal import Decimal
 
 from django import template
 from django.template.defaultfilters import filesizeformat
+from django.utils.html import format_html
+
+from console.services import SUBMISSION_FIELD
 
 register = template.Library()
 
@@ -32,3 +36,9 @@ def rate(bytes_per_second):
 def money(value):
     """A charge: four decimals, so that small usage does not show as nothing."""
     return f"{Decimal(value).quantize(Decimal('0.0001')):,}"
+
+
+@register.simple_tag
+def submission_token():
+    """The hidden one-time token of a create form (console.services.once): new on every render."""
+    return format_html('<input type="hidden" name="{}" value="{}">', SUBMISSION_FIELD, secrets.token_urlsafe(24))

@@ -361,3 +361,33 @@ def test_historical_points_that_leave_the_source_leave_the_total_visibly(
     ReplicationPair.objects.filter(pk=pair.pk).update(state=ReplicationPair.State.SYNCING)  # as while it ran
     body = alice.get("/regions/cn-hangzhou/vaults/").content.decode()
     assert "2/2 points" in body and "1 point left the source before being copied" in body
+
+
+def test_a_single_large_point_shows_progress_while_it_is_copied(
+    alice, source_vault, backup, lrs_region, tree, monkeypatch
+):
+    # issue: "0 % · 0/1 points · 0 bytes" until the point lands. Its bytes count as its packs are stored.
+    (tree / "large.bin").write_bytes(os.urandom(6 << 20))
+    point = backup(source_vault)
+    pair = start(source_vault, lrs_region)
+    monkeypatch.setattr(engine, "PACK_TARGET", 256 << 10)  # target packs of 256 KiB: about 25 steps
+    monkeypatch.setattr(engine, "PROGRESS_EVERY", 0)  # every pack, so each step can be seen
+    seen = []
+    save = engine.PointProgress.save
+
+    def save_and_look(progress, force=False):  # the real write, then what a user would see at that moment
+        save(progress, force)
+        mid = ReplicationPair.objects.get(pk=pair.pk)
+        cell = alice.get("/regions/cn-hangzhou/vaults/").content.decode()
+        seen.append((mid.history_bytes_copied, mid.history_points_done, mid.history_percent, mid.history_rate, cell))
+
+    monkeypatch.setattr(engine.PointProgress, "save", save_and_look)
+    pair = engine.sync_pair(pair.id)
+
+    copied = [s[0] for s in seen]
+    assert len(seen) > 10 and copied == sorted(copied) and copied[0] < point.size // 10
+    assert all(done == 0 for _, done, *_ in seen)  # all of it within the one point
+    middle = seen[len(seen) // 2]
+    assert 20 <= middle[2] <= 80 and middle[3] > 0
+    assert f"{middle[2]}% · 0/1 points" in middle[4]
+    assert pair.history_bytes_in_flight == 0 and pair.history_bytes_done == point.size and pair.history_percent == 100

@@ -61,6 +61,9 @@ SKIPPED_URLS = {
 # Form fields and query parameters that name no object of an account; every other field must be an id field.
 NOT_IDS = {
     "csrfmiddlewaretoken",
+    "created_from",  # the vault page's point filter: days
+    "created_to",
+    "submission",  # a form's one-time token: the user's own (tests/console/test_form_tokens.py)
     "access_key_id",  # a bucket's own credentials: checked against the bucket (tests/security/test_buckets.py)
     "secret_access_key",
     "next",  # a URL: checked by the switch itself (tests/security/test_switch_account.py)
@@ -696,6 +699,8 @@ def command_cases(world):
         ],
         ("bucket", "list"): [["bucket", "list", *as_b, "--json"]],
         ("usage", None): [["usage", *as_b, "--region", code, "--json"] for code in world.regions],
+        # it makes a new account: an existing one, A's included, is refused
+        ("seed_scale", None): [("refused", ["seed_scale", *hz, "--account", a.account.slug, "--vaults", "1"])],
         # no --account, but ids of two accounts' objects in one command
         ("restore", "start"): [
             swap(["restore", "start", b.point.id, "--target", b.target.pk], (b.point.id, a.point.id)),

@@ -25,7 +25,7 @@ def _one_line(text):
 def pair_json(pair):
     """What `replication status --json` prints; the historical sync's figures, then the continuous copy's."""
     points_total, points_done = pair.history_points_total, pair.history_points_done
-    bytes_total, bytes_done = pair.history_bytes_total, pair.history_bytes_done
+    bytes_total, bytes_done = pair.history_bytes_total, pair.history_bytes_copied
     if pair.state == ReplicationPair.State.INITIALIZING and pair.source_vault_id:
         # not planned yet: the history will be every standard point of the source now (rule R8)
         standard = BackupPoint.objects.filter(vault=pair.source_vault_id, tier=Tier.STANDARD)
