@@ -58,6 +58,11 @@ bench: $(VENV)/.installed-test
 	$(PY) tests/bench/bench_replication.py $(BENCH_ARGS) $(BENCH_REPLICATION_ARGS)
 	$(PY) tests/bench/bench_restore.py $(BENCH_ARGS)
 
+# Pages at scale (1,000 vaults, 100,000 points) on PostgreSQL: DATABASE_URL's server, default the local one.
+.PHONY: bench-pages
+bench-pages: $(VENV)/.installed-test
+	$(PY) tests/bench/bench_pages.py
+
 # Replication: full sync, incremental sync, and lag with a real worker (one JSON line per figure).
 # BENCH_ARGS=--size-mb N is shared with `bench`; BENCH_REPLICATION_ARGS="--lag-seconds 30" for a quick run.
 .PHONY: bench-replication
