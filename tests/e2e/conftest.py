@@ -9,6 +9,8 @@ import pytest
 from django.db import connections
 from playwright.sync_api import sync_playwright
 
+from tests.vaults.conftest import no_queue  # noqa: F401 - the fixture, for browser tests that run jobs here
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
