@@ -9,23 +9,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from . import billing
-from .selectors import SESSION_ACCOUNT_KEY, accounts_of, audit_log_of, current_account, enabled_regions, region_or_404
-from .services import SUBMISSION_FIELD, once
-
-
-def console_scope(request, region_code):
-    """(account, region) for a region-scoped page; unknown or disabled regions are a 404."""
-    return current_account(request), region_or_404(region_code)
-
-
-def create_once(request, action, model, create):
-    """`create()` once per submitted form: a double click or a resent form gets what the first made."""
-    token = request.POST.get(SUBMISSION_FIELD, "")
-    return once(user=request.user, token=token, action=action, model=model, create=create)
-
-
-def no_account(request, region):
-    return render(request, "console/no_account.html", {"region": region}, status=403)
+from .pages import region_page
+from .selectors import SESSION_ACCOUNT_KEY, accounts_of, audit_log_of, enabled_regions
 
 
 @login_required
@@ -56,21 +41,15 @@ def safe_next(request, url):
     return reverse("vaults:list", kwargs={"region": region}) if region else reverse("home")
 
 
-@login_required
-def section(request, region, title, blurb):
-    account, region = console_scope(request, region)
-    if account is None:
-        return no_account(request, region)
+@region_page
+def section(request, account, region, title, blurb):
     return render(
         request, "console/section.html", {"region": region, "account": account, "title": title, "blurb": blurb}
     )
 
 
-@login_required
-def audit_log(request, region):
-    account, region = console_scope(request, region)
-    if account is None:
-        return no_account(request, region)
+@region_page
+def audit_log(request, account, region):
     page = Paginator(audit_log_of(account, region), 50).get_page(request.GET.get("page"))
     return render(request, "console/audit_log.html", {"region": region, "account": account, "page": page})
 
@@ -78,12 +57,9 @@ def audit_log(request, region):
 USAGE_VAULTS_PER_PAGE = 50  # the per-vault table, costliest first; `manage.py usage` gives every line
 
 
-@login_required
-def usage(request, region):
+@region_page
+def usage(request, account, region):
     """Rule B3: usage and the resulting charges per vault and per day, for one month."""
-    account, region = console_scope(request, region)
-    if account is None:
-        return no_account(request, region)
     context = {"region": region, "account": account}
     try:
         month = billing.parse_month(request.GET.get("month", ""))

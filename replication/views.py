@@ -6,14 +6,12 @@ region or the mode changes, so its selects always match the chosen region.
 """
 
 from django.core.exceptions import ValidationError
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
-from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from console.forms import add_service_errors
-from console.views import create_once
+from console.pages import create_once, done, poll, region_page, render_page
 from vaults import selectors as vault_selectors
-from vaults.views import _render, _scoped
 
 from . import services
 from .forms import InitiateReplicationForm, StopReplicationForm
@@ -22,8 +20,7 @@ from .selectors import replication_of
 
 
 def _back_to_list(request, region):
-    url = reverse("vaults:list", kwargs={"region": region.code})
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return done(request, reverse("vaults:list", kwargs={"region": region.code}))
 
 
 def _start(actor, vault, form):
@@ -52,7 +49,7 @@ def _start(actor, vault, form):
     )
 
 
-@_scoped
+@region_page
 def initiate(request, account, region, vault_id):
     """Rule R6: Configure backup vault replication -> the Initiate Backup Vault Replication panel."""
     vault = vault_selectors.vault_or_404(account, vault_id, region)
@@ -78,10 +75,10 @@ def initiate(request, account, region, vault_id):
         "partial": "initiate-dialog",
         "refusal": services.replication_refusal(vault),
     }
-    return _render(request, "replication/initiate.html", context, status=status)
+    return render_page(request, "replication/initiate.html", context, status=status)
 
 
-@_scoped
+@region_page
 def stop(request, account, region, vault_id):
     """Rule R12: Stop backup vault replication, in the source's region, with typed confirmation."""
     vault = vault_selectors.vault_or_404(account, vault_id, region)
@@ -109,15 +106,13 @@ def stop(request, account, region, vault_id):
         "form": form,
         "partial": "stop-dialog",
     }
-    return _render(request, "replication/stop.html", context, status=status)
+    return render_page(request, "replication/stop.html", context, status=status)
 
 
-@_scoped
+@region_page
 def progress(request, account, region, vault_id):
     """The replication cell of a vault; polling stops (286) when nothing is moving."""
     vault = vault_selectors.vault_or_404(account, vault_id, region)
     info = replication_of([vault])[vault.id]
     response = render(request, "replication/_cell.html", {"vault": vault, "rep": info, "region": region})
-    if not info.is_moving:
-        response.status_code = HttpResponseStopPolling.status_code
-    return response
+    return poll(response, settled=not info.is_moving)

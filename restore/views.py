@@ -1,31 +1,24 @@
 """Restore Targets and Restore Jobs pages, the Create restore job dialog and its progress."""
 
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
-from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from console.forms import add_service_errors
-from console.views import create_once
-from vaults.views import _render, _scoped
+from console.pages import create_once, done, jobs_page, region_page, render_page
 
-from . import services
+from . import selectors, services
 from .forms import RestoreJobForm, RestoreTargetForm
 from .models import RestoreJob, RestoreTarget
 
 
-def _done(request, url):
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
-
-
-@_scoped
+@region_page
 def target_list(request, account, region):
-    targets = RestoreTarget.objects.filter(account=account, region=region)
+    targets = selectors.targets_of(account, region)
     return render(request, "restore/target_list.html", {"account": account, "region": region, "targets": targets})
 
 
-@_scoped
+@region_page
 def target_create(request, account, region):
     form = RestoreTargetForm(request.POST or None)
     status = 200
@@ -43,28 +36,20 @@ def target_create(request, account, region):
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
-                return _done(request, reverse("restore:targets", kwargs={"region": region.code}))
+                return done(request, reverse("restore:targets", kwargs={"region": region.code}))
         status = 422
     context = {"account": account, "region": region, "form": form, "partial": "target-dialog"}
-    return _render(request, "restore/target_create.html", context, status=status)
+    return render_page(request, "restore/target_create.html", context, status=status)
 
 
-@_scoped
+@region_page
 def job_list(request, account, region):
     """Restore Jobs of the region; the table polls while a job is queued or running."""
-    jobs = RestoreJob.objects.filter(account=account, target__region=region).select_related("vault", "target")
-    page = Paginator(jobs, 25).get_page(request.GET.get("page"))
-    active = any(job.is_active for job in page.object_list)
-    context = {"account": account, "region": region, "page": page, "jobs": page.object_list, "active": active}
-    if request.htmx and request.htmx.target == "restore-table":
-        response = render(request, "restore/job_list.html#restore-table", context)
-        if not active:
-            response.status_code = HttpResponseStopPolling.status_code
-        return response
-    return render(request, "restore/job_list.html", context)
+    jobs = selectors.jobs_of(account, region)
+    return jobs_page(request, "restore/job_list.html", "restore-table", jobs, {"account": account, "region": region})
 
 
-@_scoped
+@region_page
 def job_create(request, account, region):
     """Create restore job: vault, then its points, then the targets that fit the point (htmx re-renders)."""
     submitted = request.method == "POST"
@@ -89,7 +74,7 @@ def job_create(request, account, region):
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
-                return _done(request, reverse("restore:list", kwargs={"region": region.code}))
+                return done(request, reverse("restore:list", kwargs={"region": region.code}))
         status = 422
     elif form.is_bound:
         form.errors.clear()  # a re-render for a changed vault or point is not a submission
@@ -106,7 +91,7 @@ def job_create(request, account, region):
         "point": point,
         "refusal_hint": _hint(point, form),
     }
-    return _render(request, "restore/job_create.html", context, status=status)
+    return render_page(request, "restore/job_create.html", context, status=status)
 
 
 def _hint(point, form):

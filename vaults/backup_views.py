@@ -5,26 +5,19 @@ Thin views: scope to the account and region, parse a form, call a service.
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from console.forms import add_service_errors
-from console.views import create_once
+from console.pages import create_once, done, jobs_page, region_page, render_page
 
 from . import selectors, services
 from .forms import BackupSourceForm, BackupStartForm, BucketRegisterForm
 from .models import BackupJob, BackupSource
-from .views import _render, _scoped
 
 
-def _done(request, url):
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
-
-
-@_scoped
+@region_page
 def source_list(request, account, region):
     context = {
         "account": account,
@@ -35,7 +28,7 @@ def source_list(request, account, region):
     return render(request, "vaults/source_list.html", context)
 
 
-@_scoped
+@region_page
 def bucket_register(request, account, region):
     """Register one of the account's own OSS buckets with an access key of its own (rule T2)."""
     form = BucketRegisterForm(request.POST or None)
@@ -50,13 +43,13 @@ def bucket_register(request, account, region):
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
-                return _done(request, reverse("backups:sources", kwargs={"region": region.code}))
+                return done(request, reverse("backups:sources", kwargs={"region": region.code}))
         status = 422
     context = {"account": account, "region": region, "form": form, "partial": "bucket-dialog"}
-    return _render(request, "vaults/bucket_register.html", context, status=status)
+    return render_page(request, "vaults/bucket_register.html", context, status=status)
 
 
-@_scoped
+@region_page
 def source_create(request, account, region):
     form = BackupSourceForm(request.POST or None)
     status = 200
@@ -74,27 +67,20 @@ def source_create(request, account, region):
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
-                return _done(request, reverse("backups:sources", kwargs={"region": region.code}))
+                return done(request, reverse("backups:sources", kwargs={"region": region.code}))
         status = 422
     context = {"account": account, "region": region, "form": form, "partial": "source-dialog"}
-    return _render(request, "vaults/source_create.html", context, status=status)
+    return render_page(request, "vaults/source_create.html", context, status=status)
 
 
-@_scoped
+@region_page
 def job_list(request, account, region):
     """Backup Jobs of the region; the table polls while a job is queued or running."""
-    page = Paginator(selectors.jobs_of(account, region), 25).get_page(request.GET.get("page"))
-    active = any(job.is_active for job in page.object_list)
-    context = {"account": account, "region": region, "page": page, "jobs": page.object_list, "active": active}
-    if request.htmx and request.htmx.target == "job-table":
-        response = render(request, "vaults/job_list.html#job-table", context)
-        if not active:
-            response.status_code = HttpResponseStopPolling.status_code
-        return response
-    return render(request, "vaults/job_list.html", context)
+    jobs = selectors.jobs_of(account, region)
+    return jobs_page(request, "vaults/job_list.html", "job-table", jobs, {"account": account, "region": region})
 
 
-@_scoped
+@region_page
 def backup_start(request, account, region, vault_id):
     vault = selectors.vault_or_404(account, vault_id, region)
     form = BackupStartForm(request.POST or None, account=account, region=region)
@@ -118,7 +104,7 @@ def backup_start(request, account, region, vault_id):
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
-                return _done(request, reverse("backups:list", kwargs={"region": region.code}))
+                return done(request, reverse("backups:list", kwargs={"region": region.code}))
         status = 422
     context = {
         "account": account,
@@ -128,11 +114,11 @@ def backup_start(request, account, region, vault_id):
         "partial": "backup-dialog",
         "refusal": services.vault_backup_refusal(vault),
     }
-    return _render(request, "vaults/backup_start.html", context, status=status)
+    return render_page(request, "vaults/backup_start.html", context, status=status)
 
 
 @require_POST
-@_scoped
+@region_page
 def point_delete(request, account, region, vault_id, point_id):
     vault = selectors.vault_or_404(account, vault_id, region)
     point = selectors.point_or_404(vault, point_id)
@@ -142,4 +128,4 @@ def point_delete(request, account, region, vault_id, point_id):
         messages.error(request, " ".join(exc.messages))
     else:
         messages.success(request, f"Backup point {point_id} was deleted.")
-    return _done(request, reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id}))
+    return done(request, reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id}))

@@ -6,48 +6,22 @@ service, and render the page or, for htmx, the fragment of the same template.
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from console.forms import add_service_errors
-from console.views import console_scope, create_once, no_account
+from console.pages import create_once, done, poll, region_page, render_page
 
 from . import selectors, services
 from .forms import ArchivingForm, PointFilterForm, VaultCreateForm, VaultDeleteForm
 from .models import Vault, VaultStatus, VerifyRun
 
 
-def _scoped(view):
-    """Login, region from the URL (404 if unknown), the user's account."""
-
-    @login_required
-    def wrapper(request, region, **kwargs):
-        account, region_obj = console_scope(request, region)
-        if account is None:
-            return no_account(request, region_obj)
-        if request.session.get("region") != region_obj.code:  # written once, not on every page
-            request.session["region"] = region_obj.code
-        return view(request, account, region_obj, **kwargs)
-
-    wrapper.__name__ = view.__name__
-    wrapper.__doc__ = view.__doc__
-    return wrapper
-
-
-def _render(request, template, context, status=200):
-    """The full page, or for htmx the fragment named `partial` of the same template."""
-    if request.htmx and context.get("partial"):
-        template = f"{template}#{context['partial']}"
-    return render(request, template, context, status=status)
-
-
-@_scoped
+@region_page
 def vault_list(request, account, region):
     """Rule V5: the Storage Vaults page of one region."""
     from replication.selectors import replication_of
@@ -60,10 +34,10 @@ def vault_list(request, account, region):
     context = {"account": account, "region": region, "page": page, "vaults": vaults}
     if request.htmx and request.htmx.target == "vault-table":
         context["partial"] = "vault-table"
-    return _render(request, "vaults/vault_list.html", context)
+    return render_page(request, "vaults/vault_list.html", context)
 
 
-@_scoped
+@region_page
 def vault_create(request, account, region):
     form = VaultCreateForm(request.POST or None, account=account, region=region)
     status = 200
@@ -91,13 +65,13 @@ def vault_create(request, account, region):
                 add_service_errors(form, exc)
             else:
                 url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
-                return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+                return done(request, url)
         status = 422
     context = {"account": account, "region": region, "form": form, "partial": "create-dialog"}
-    return _render(request, "vaults/vault_create.html", context, status=status)
+    return render_page(request, "vaults/vault_create.html", context, status=status)
 
 
-@_scoped
+@region_page
 def kms_key_field(request, account, region):
     """The KMS KeyId field, shown when KMS is the chosen encryption method (keys of this region only)."""
     form = VaultCreateForm(
@@ -106,7 +80,7 @@ def kms_key_field(request, account, region):
     return render(request, "vaults/vault_create.html#kms-key-field", {"form": form, "region": region})
 
 
-@_scoped
+@region_page
 def vault_detail(request, account, region, vault_id):
     from replication.selectors import replication_of
 
@@ -134,7 +108,7 @@ def vault_detail(request, account, region, vault_id):
     return render(request, "vaults/vault_detail.html", context)
 
 
-@_scoped
+@region_page
 def vault_status(request, account, region, vault_id):
     """The status while a vault initializes; polling stops (286) once it has left Initializing.
 
@@ -153,12 +127,10 @@ def vault_status(request, account, region, vault_id):
         response = render(request, "vaults/_status.html", {"vault": vault, "region": region})
         if settled:
             response["HX-Refresh"] = "true"
-    if settled:
-        response.status_code = HttpResponseStopPolling.status_code
-    return response
+    return poll(response, settled=settled)
 
 
-@_scoped
+@region_page
 def vault_delete(request, account, region, vault_id):
     """Rule V7: typed confirmation; refusals are shown, nothing changes."""
     vault = selectors.vault_or_404(account, vault_id, region)
@@ -172,7 +144,7 @@ def vault_delete(request, account, region, vault_id):
             status = 422
         else:
             url = reverse("vaults:list", kwargs={"region": region.code})
-            return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+            return done(request, url)
     context = {
         "account": account,
         "region": region,
@@ -181,11 +153,11 @@ def vault_delete(request, account, region, vault_id):
         "partial": "delete-dialog",
         "deletion_refusal": services.deletion_refusal(vault),
     }
-    return _render(request, "vaults/vault_delete.html", context, status=status)
+    return render_page(request, "vaults/vault_delete.html", context, status=status)
 
 
 @require_POST
-@_scoped
+@region_page
 def vault_retry(request, account, region, vault_id):
     vault = selectors.vault_or_404(account, vault_id, region)
     try:
@@ -193,10 +165,10 @@ def vault_retry(request, account, region, vault_id):
     except ValidationError as exc:
         return HttpResponse(" ".join(exc.messages), status=409)
     url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return done(request, url)
 
 
-@_scoped
+@region_page
 def vault_lock(request, account, region, vault_id):
     """Rule L1: turning the backup lock on asks for the vault's name, since it cannot be turned off."""
     vault = selectors.vault_or_404(account, vault_id, region)
@@ -209,7 +181,7 @@ def vault_lock(request, account, region, vault_id):
             add_service_errors(form, exc)
         else:
             url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
-            return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+            return done(request, url)
         status = 422
     context = {
         "account": account,
@@ -219,11 +191,11 @@ def vault_lock(request, account, region, vault_id):
         "partial": "lock-dialog",
         "refusal": services.lock_refusal(vault),
     }
-    return _render(request, "vaults/vault_lock.html", context, status=status)
+    return render_page(request, "vaults/vault_lock.html", context, status=status)
 
 
 @require_POST
-@_scoped
+@region_page
 def vault_archiving(request, account, region, vault_id):
     """Rule P5: the automatic archiving age of a vault (empty turns it off)."""
     vault = selectors.vault_or_404(account, vault_id, region)
@@ -240,31 +212,29 @@ def vault_archiving(request, account, region, vault_id):
             messages.success(request, "Automatic archiving was saved.")
     else:
         messages.error(request, "Enter a number of days from 1, or leave it empty.")
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return done(request, url)
 
 
 @require_POST
-@_scoped
+@region_page
 def vault_verify(request, account, region, vault_id):
     vault = selectors.vault_or_404(account, vault_id, region)
     create_once(request, "start_verify", VerifyRun, lambda: services.start_verify(actor=request.user, vault=vault))
     url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return done(request, url)
 
 
-@_scoped
+@region_page
 def vault_verify_report(request, account, region, vault_id):
     """The latest verification's report; polling stops (286) once it has finished."""
     vault = selectors.vault_or_404(account, vault_id, region)
     run = vault.verify_runs.first()
     response = render(request, "vaults/_verify.html", {"vault": vault, "region": region, "verify": run})
-    if run is None or not run.is_active:
-        response.status_code = HttpResponseStopPolling.status_code
-    return response
+    return poll(response, settled=run is None or not run.is_active)
 
 
 @require_POST
-@_scoped
+@region_page
 def point_bring_back(request, account, region, vault_id, point_id):
     vault = selectors.vault_or_404(account, vault_id, region)
     point = selectors.point_or_404(vault, point_id)
@@ -273,4 +243,4 @@ def point_bring_back(request, account, region, vault_id, point_id):
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return done(request, url)

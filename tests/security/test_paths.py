@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from restore import services as restore_services
+from restore import writer as restore_writer
 from restore.models import RestoreJob, RestoreTarget
 from tests.restore.conftest import create_bucket, local_bucket_dir, make_target, restore, s3_raw_client
 from tests.vaults.conftest import make_source, read_point, run_backup, write
@@ -425,7 +426,7 @@ def test_the_target_root_swapped_for_a_link_is_refused(tmp_path, other_tmp_path,
 def test_a_manifest_entry_with_an_unsafe_path_is_refused_with_a_message(path):
     # rule T1: select_entries refuses it by name, without an unexpected error
     with pytest.raises(restore_services.RestoreFailed, match="Refusing a path of the point"):
-        restore_services.select_entries([{"path": path, "type": "file", "size": 0}], "", [])
+        restore_writer.select_entries([{"path": path, "type": "file", "size": 0}], "", [])
     attack(False)
 
 
@@ -477,7 +478,7 @@ def test_a_file_that_keeps_growing_in_the_target_is_not_read_for_ever(tmp_path):
         f.truncate(1 << 40)  # 1 TiB of holes
     fd = os.open(big, os.O_RDONLY)
     try:
-        assert restore_services._file_hash(fd, 1 << 20) is None  # longer than the entry: not the entry
+        assert restore_writer._file_hash(fd, 1 << 20) is None  # longer than the entry: not the entry
     finally:
         os.close(fd)
     attack(False)

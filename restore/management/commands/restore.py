@@ -6,7 +6,7 @@ from django.core.management.base import CommandError
 
 from console.commandsupport import ServiceCommand, lookup
 from console.models import Account, Region
-from restore import services
+from restore import selectors, services
 from restore.models import Existing, Network, RestoreJob, RestoreTarget, TargetKind
 from vaults.models import BackupPoint
 
@@ -48,7 +48,7 @@ class Command(ServiceCommand):
         account = lookup(Account.objects, "account", slug=account)
         region = lookup(Region.objects, "region", code=region)
         if verb == "list":
-            targets = RestoreTarget.objects.filter(account=account, region=region).select_related("region")
+            targets = selectors.targets_of(account, region)
             return {"targets": [target_json(t) for t in targets]}, "\n".join(
                 f"{t.pk}  {t.kind:16} {t.name}  {t.location}" for t in targets
             ) or "No restore targets."
