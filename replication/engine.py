@@ -29,6 +29,7 @@ from vaults.services.backups import chunk_pks_of, refresh_data_size
 
 from . import lease
 from .models import CrossRegionTraffic, ReplicatedPoint, ReplicationPair
+from .services import clear_pair_error, set_pair_state
 
 log = logging.getLogger(__name__)
 
@@ -91,29 +92,19 @@ def _sync_round(pair_id):
         copy_point(pair, copy)
     with transaction.atomic():
         locked = ReplicationPair.objects.select_for_update().get(pk=pair.pk)
-        changed = []
         if (
             locked.state == ReplicationPair.State.SYNCING
             and not locked.copies.filter(is_history=True, state=ReplicatedPoint.State.PENDING).exists()
         ):
-            locked.state = ReplicationPair.State.RUNNING
-            locked.history_finished = timezone.now()
-            changed += ["state", "history_finished"]
-            record_audit(
-                actor=None,
-                action="finish_historical_sync",
-                object_type="replication_pair",
-                object_id=locked.id,
-                account=locked.account,
+            detail = {"points": locked.history_points_done, "bytes": locked.history_bytes_done}
+            set_pair_state(
+                locked,
+                ReplicationPair.State.RUNNING,
                 region_code=target.region.code,
-                points=locked.history_points_done,
-                bytes=locked.history_bytes_done,
+                detail=detail,
+                history_finished=timezone.now(),
             )
-        if locked.error:
-            locked.error, locked.error_since, locked.attempts = "", None, 0
-            changed += ["error", "error_since", "attempts"]
-        if changed:
-            locked.save(update_fields=changed)
+        clear_pair_error(locked)
     return locked
 
 
@@ -138,11 +129,13 @@ def _plan_history(pair):
             ],
             ignore_conflicts=True,
         )
-        locked.state = ReplicationPair.State.SYNCING
-        locked.history_points_total = len(points)
-        locked.history_bytes_total = sum(p.size for p in points)
-        locked.history_started = timezone.now()
-        locked.save(update_fields=["state", "history_points_total", "history_bytes_total", "history_started"])
+        set_pair_state(
+            locked,
+            ReplicationPair.State.SYNCING,
+            history_points_total=len(points),
+            history_bytes_total=sum(p.size for p in points),
+            history_started=timezone.now(),
+        )
 
 
 def _plan_new_points(pair):
@@ -354,7 +347,7 @@ def _index_pack(pair, key, size, rows):
     """
     with transaction.atomic():
         pairs = ReplicationPair.objects.select_for_update()
-        if not pairs.filter(pk=pair.pk, state__in=ReplicationPair.ACTIVE_STATES).exists():
+        if not pairs.active().filter(pk=pair.pk).exists():
             raise PairStopped(f"{pair.id} was stopped; the copy ends.")
         index_pack(pair.target_vault, key, size, rows)
         count_traffic(pair, size)

@@ -18,6 +18,12 @@ def new_pair_id():
     return "rp-" + secrets.token_hex(8)
 
 
+class PairQuerySet(models.QuerySet):
+    def active(self):
+        """Pairs that run (initializing, syncing history or running): not stopped."""
+        return self.exclude(state=ReplicationPair.State.STOPPED)
+
+
 class ReplicationPair(models.Model):
     class State(models.TextChoices):
         INITIALIZING = "initializing", "Initializing"
@@ -59,6 +65,8 @@ class ReplicationPair(models.Model):
     sync_owner = models.CharField(max_length=300, blank=True, editable=False)
     sync_heartbeat = models.DateTimeField(null=True, blank=True, editable=False)
     sync_wanted = models.BooleanField(default=False, editable=False)
+
+    objects = PairQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created"]

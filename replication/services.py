@@ -1,13 +1,15 @@
 """Replication actions: start (select or create the target), stop, and the checks of rules R1-R13.
 
-Every state change of a pair goes through `_set_state` under the pair's row
-lock, so a stop and a copy's commit cannot interleave (rule R12).
+Every state change of a pair goes through `set_pair_state` under the pair's row
+lock, so a stop and a copy's commit cannot interleave (rule R12); its error
+condition is set by `note_pair_error` and cleared by `clear_pair_error`.
 """
 
 import logging
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from console.models import Region
@@ -35,8 +37,8 @@ NOT_REPLICABLE = {
 def active_pair_of(vault):
     """The running pair this vault is the source or the target of, or None."""
     return (
-        ReplicationPair.objects.filter(state__in=ReplicationPair.ACTIVE_STATES).filter(source_vault=vault).first()
-        or ReplicationPair.objects.filter(state__in=ReplicationPair.ACTIVE_STATES, target_vault=vault).first()
+        ReplicationPair.objects.active().filter(source_vault=vault).first()
+        or ReplicationPair.objects.active().filter(target_vault=vault).first()
     )
 
 
@@ -56,9 +58,7 @@ def replication_refusal(vault, *, replicated=None, has_ecs_instance_data=None):
     if not vault.region.supports_cross_region:
         return f"{vault.region.name} does not support cross-region backup."
     if replicated is None:
-        replicated = ReplicationPair.objects.filter(
-            source_vault=vault, state__in=ReplicationPair.ACTIVE_STATES
-        ).exists()
+        replicated = ReplicationPair.objects.active().filter(source_vault=vault).exists()
     if replicated:
         return "This vault is already replicated: a vault has at most one replication target."
     if has_ecs_instance_data is None:
@@ -170,7 +170,7 @@ def _check_selected_target(source, region, target_vault):
         raise ValidationError({"target_vault": f"The target vault is not in {region.name}."})
     if target.status != VaultStatus.NORMAL:
         raise ValidationError({"target_vault": f"The target vault is {target.get_status_display()}."})
-    if ReplicationPair.objects.filter(target_vault=target, state__in=ReplicationPair.ACTIVE_STATES).exists():
+    if ReplicationPair.objects.active().filter(target_vault=target).exists():
         raise ValidationError({"target_vault": "This vault is already the target of another replication."})
     if ReplicationPair.objects.filter(target_vault=target).exists():
         raise ValidationError(
@@ -212,6 +212,106 @@ def _create_target(actor, source, region, create):
     )
 
 
+# -- the pair's state: changed in one place ---------------------------------------------------------
+
+State = ReplicationPair.State
+# Allowed transitions: the history is planned, then copied; a stop is for good (rule R12).
+TRANSITIONS = {
+    State.INITIALIZING: {State.SYNCING, State.STOPPED},
+    State.SYNCING: {State.RUNNING, State.STOPPED},
+    State.RUNNING: {State.STOPPED},
+    State.STOPPED: set(),
+}
+# The audit row a transition writes (planning the history writes none: start_replication has).
+TRANSITION_AUDIT = {State.RUNNING: "finish_historical_sync", State.STOPPED: "stop_replication"}
+ALREADY_STOPPED = "This replication is already stopped; a stopped replication cannot resume."
+
+
+def set_pair_state(locked, to, *, actor=None, region_code=None, detail=None, **fields):
+    """Move a pair (row-locked by the caller) to `to` with `fields`, if the transition is allowed; audited
+    (in `region_code`, by default the source's)."""
+    if to not in TRANSITIONS[locked.state]:
+        if locked.state == State.STOPPED:
+            raise ValidationError(ALREADY_STOPPED)
+        raise ValidationError(f"A replication cannot go from {locked.get_state_display()} to {to.label}.")
+    locked.state = to
+    for name, value in fields.items():
+        setattr(locked, name, value)
+    locked.save(update_fields=["state", *fields])
+    if to in TRANSITION_AUDIT:
+        record_audit(
+            actor=actor,
+            action=TRANSITION_AUDIT[to],
+            object_type="replication_pair",
+            object_id=locked.id,
+            account=locked.account,
+            region_code=region_code or pair_region_code(locked),
+            **(detail or {}),
+        )
+    return locked
+
+
+def pair_region_code(pair):
+    """Where a pair's actions are audited: its source's region (its target's once the source is deleted)."""
+    vault = pair.source_vault or pair.target_vault
+    return vault.region.code if vault is not None else ""
+
+
+def note_pair_error(pair_id, reason):
+    """Why copying fails now, shown on the pair (never silent); the first of a run is audited.
+
+    Returns the delay before the next attempt, or None when the pair no longer runs.
+    """
+    pair = ReplicationPair.objects.select_related("source_vault__region", "account").filter(pk=pair_id).first()
+    if pair is None or not pair.is_active:
+        return None
+    reason = reason[:2000]
+    first = not pair.error
+    ReplicationPair.objects.filter(pk=pair_id).update(
+        error=reason, error_since=pair.error_since or timezone.now(), attempts=F("attempts") + 1
+    )
+    if first:
+        record_audit(
+            actor=None,
+            action="replication_error",
+            object_type="replication_pair",
+            object_id=pair_id,
+            account=pair.account,
+            region_code=pair_region_code(pair),
+            outcome="failed",
+            reason=reason,
+        )
+    log.warning("Replication %s failed (attempt %s): %s", pair_id, pair.attempts + 1, reason)
+    return min(300, 5 * 2 ** min(pair.attempts, 6))
+
+
+def clear_pair_error(locked):
+    """A sync round went through: the pair's error condition ends."""
+    if locked.error:
+        locked.error, locked.error_since, locked.attempts = "", None, 0
+        locked.save(update_fields=["error", "error_since", "attempts"])
+
+
+def pair_to_stop(vault):
+    """The pair a stop of `vault` means: its outgoing running pair (else its latest, which is stopped already).
+
+    A Replication Target vault is stopped from its source's region (rule R12): refused with where.
+    """
+    pair = ReplicationPair.objects.active().filter(source_vault=vault).first()
+    if pair is not None:
+        return pair
+    incoming = ReplicationPair.objects.active().filter(target_vault=vault).select_related("source_vault__region")
+    if (incoming := incoming.first()) is not None:
+        raise ValidationError(
+            f"{vault.name} is the target of {incoming.id}: stop it with the source vault "
+            f"{incoming.source_vault_id} ({incoming.source_vault.region.code})."
+        )
+    pair = ReplicationPair.objects.filter(source_vault=vault).order_by("-created").first()
+    if pair is None:
+        raise ValidationError(f"{vault.name} is not replicated: there is nothing to stop.")
+    return pair
+
+
 def stop_replication(*, actor, pair, confirmation=None):
     """Rule R12: the pair stops for good; nothing new reaches the target, which becomes standalone."""
     source = pair.source_vault
@@ -219,30 +319,18 @@ def stop_replication(*, actor, pair, confirmation=None):
         "stop_replication",
         actor=actor,
         account=pair.account,
-        region_code=source.region.code,
+        region_code=pair_region_code(pair),
         object_type="replication_pair",
         object_id=pair.id,
     ):
+        if source is None or not pair.is_active:  # a source is deleted only once its pair stopped (rule R13)
+            raise ValidationError(ALREADY_STOPPED)
         if confirmation is not None and confirmation.strip() != source.name:
             raise ValidationError({"confirmation": f"Type the source vault's name, {source.name}, to confirm."})
         with transaction.atomic():
             locked = ReplicationPair.objects.select_for_update().get(pk=pair.pk)
-            if locked.state == ReplicationPair.State.STOPPED:
-                raise ValidationError("This replication is already stopped; a stopped replication cannot resume.")
-            locked.state = ReplicationPair.State.STOPPED
-            locked.stopped = timezone.now()
-            locked.save(update_fields=["state", "stopped"])
-            record_audit(
-                actor=actor,
-                action="stop_replication",
-                object_type="replication_pair",
-                object_id=pair.id,
-                account=pair.account,
-                region_code=source.region.code,
-                source=source.id,
-                target=pair.target_vault_id,
-            )
-    return locked
+            detail = {"source": source.id, "target": locked.target_vault_id}
+            return set_pair_state(locked, State.STOPPED, actor=actor, detail=detail, stopped=timezone.now())
 
 
 def queue_for(region_code):
@@ -262,9 +350,7 @@ def enqueue_sync(pair_id):
         sync_pair_task.apply_async((pair_id,), queue=queue_for(pair.target_vault.region.code))
     except Exception as exc:  # the broker is down: the periodic reconcile picks it up later
         log.warning("Cannot enqueue the sync of %s: %s", pair_id, exc)
-        ReplicationPair.objects.filter(pk=pair_id).update(
-            error=f"The task queue could not be reached: {exc}", error_since=timezone.now()
-        )
+        note_pair_error(pair_id, f"The task queue could not be reached: {exc}")
 
 
 # -- guards other apps' rules call -----------------------------------------------------------------
@@ -282,7 +368,7 @@ def vault_delete_guard(vault):
 
 def point_edit_guard(vault):
     """Rule R9: the points of a target whose pair runs cannot be deleted or changed by hand."""
-    if ReplicationPair.objects.filter(target_vault=vault, state__in=ReplicationPair.ACTIVE_STATES).exists():
+    if ReplicationPair.objects.active().filter(target_vault=vault).exists():
         return "This point is in a replication target vault: it follows its source and cannot be changed by hand."
     return None
 
@@ -299,12 +385,12 @@ def backup_guard(vault, source):
 
 def expiry_hold(point):
     """Rule R9: while the pair runs, a target's copy goes when its source point goes, not on its own."""
-    return ReplicationPair.objects.filter(target_vault=point.vault_id, state__in=ReplicationPair.ACTIVE_STATES).exists()
+    return ReplicationPair.objects.active().filter(target_vault=point.vault_id).exists()
 
 
 def lock_guard(vault):
     """Rule L1: a replication target gets a backup lock only once it is standalone."""
-    if ReplicationPair.objects.filter(target_vault=vault, state__in=ReplicationPair.ACTIVE_STATES).exists():
+    if ReplicationPair.objects.active().filter(target_vault=vault).exists():
         return "A replication target vault can get a backup lock once its replication is stopped."
     return None
 
@@ -323,5 +409,5 @@ def gc_guard(vault):
     """A target's garbage waits while another worker copies into it: its new chunks are not referenced yet."""
     from .lease import held_elsewhere
 
-    pairs = ReplicationPair.objects.filter(target_vault=vault, state__in=ReplicationPair.ACTIVE_STATES)
+    pairs = ReplicationPair.objects.active().filter(target_vault=vault)
     return any(held_elsewhere(pair) for pair in pairs)

@@ -7,9 +7,7 @@ from .services import enqueue_sync
 
 
 def _sync_pairs_of(vault_id):
-    for pair_id in ReplicationPair.objects.filter(
-        source_vault=vault_id, state__in=ReplicationPair.ACTIVE_STATES
-    ).values_list("pk", flat=True):
+    for pair_id in ReplicationPair.objects.active().filter(source_vault=vault_id).values_list("pk", flat=True):
         enqueue_sync(pair_id)
 
 

@@ -86,17 +86,13 @@ def stop(request, account, region, vault_id):
     form = StopReplicationForm(request.POST or None)
     status = 200
     if request.method == "POST" and form.is_valid():
-        if not info.can_stop:
-            form.add_error(None, "This vault has no running replication to stop.")
+        try:
+            pair = services.pair_to_stop(vault)
+            services.stop_replication(actor=request.user, pair=pair, confirmation=form.cleaned_data["confirmation"])
+        except ValidationError as exc:
+            add_service_errors(form, exc)
         else:
-            try:
-                services.stop_replication(
-                    actor=request.user, pair=info.pair, confirmation=form.cleaned_data["confirmation"]
-                )
-            except ValidationError as exc:
-                add_service_errors(form, exc)
-            else:
-                return _back_to_list(request, region)
+            return _back_to_list(request, region)
         status = 422
     context = {
         "account": account,

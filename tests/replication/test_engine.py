@@ -4,8 +4,10 @@ import os
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Count
 
+from console.models import AuditLog
 from replication import engine, services
 from replication.models import CrossRegionTraffic, ReplicatedPoint, ReplicationPair
 from tests.replication.conftest import create_target
@@ -391,3 +393,30 @@ def test_a_single_large_point_shows_progress_while_it_is_copied(
     assert 20 <= middle[2] <= 80 and middle[3] > 0
     assert f"{middle[2]}% · 0/1 points" in middle[4]
     assert pair.history_bytes_in_flight == 0 and pair.history_bytes_done == point.size and pair.history_percent == 100
+
+
+def test_a_stopped_pair_whose_source_was_deleted_is_refused_not_crashed(source_vault, backup, lrs_region):
+    # the stop of a pair whose source is gone (rule R13 allows that once stopped) says it is stopped already
+    backup(source_vault)
+    pair = engine.sync_pair(start(source_vault, lrs_region).id)
+    services.stop_replication(actor=None, pair=pair, confirmation=source_vault.name)
+    vault_services.delete_vault(actor=None, vault=source_vault, confirmation=source_vault.name)
+    pair = ReplicationPair.objects.get(pk=pair.pk)
+    assert pair.source_vault is None
+    with pytest.raises(ValidationError, match="already stopped"):
+        services.stop_replication(actor=None, pair=pair, confirmation="anything")
+    refusal = AuditLog.objects.get(action="stop_replication", outcome="refused", object_id=pair.id)
+    assert refusal.region_code == lrs_region.code  # audited where what is left of the pair lives
+
+
+def test_a_pair_moves_only_along_its_allowed_transitions(source_vault, backup, lrs_region):
+    pair = engine.sync_pair(start(source_vault, lrs_region).id)
+    assert pair.state == ReplicationPair.State.RUNNING
+    with transaction.atomic():
+        locked = ReplicationPair.objects.select_for_update().get(pk=pair.pk)
+        with pytest.raises(ValidationError, match="cannot go from Running to Syncing history"):
+            services.set_pair_state(locked, ReplicationPair.State.SYNCING)
+    assert ReplicationPair.objects.get(pk=pair.pk).state == ReplicationPair.State.RUNNING
+    assert list(ReplicationPair.objects.active()) == [pair]
+    services.stop_replication(actor=None, pair=pair)
+    assert list(ReplicationPair.objects.active()) == []

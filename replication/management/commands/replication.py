@@ -146,7 +146,7 @@ class Command(ServiceCommand):
             return lookup(_pairs(), "replication", pk=vault_id)
         vault = lookup(Vault.objects, "vault", pk=vault_id)
         pairs = _pairs().filter(Q(source_vault=vault) | Q(target_vault=vault))
-        pair = pairs.filter(state__in=ReplicationPair.ACTIVE_STATES).first() or pairs.order_by("-created").first()
+        pair = pairs.active().first() or pairs.order_by("-created").first()
         if pair is None:
             raise CommandError(f"{vault.id} ({vault.name}) has never been replicated: it is in no replication.")
         return pair
@@ -159,17 +159,7 @@ class Command(ServiceCommand):
 
     def handle_stop(self, *, vault_id, yes, **_):
         vault = lookup(Vault.objects.select_related("region"), "vault", pk=vault_id)
-        pair = _pairs().filter(source_vault=vault, state__in=ReplicationPair.ACTIVE_STATES).first()
-        if pair is None:
-            incoming = _pairs().filter(target_vault=vault, state__in=ReplicationPair.ACTIVE_STATES).first()
-            if incoming is not None:
-                raise CommandError(
-                    f"{vault.id} is the target of {incoming.id}: stop it with the source vault "
-                    f"{incoming.source_vault_id} ({incoming.source_vault.region.code})."
-                )
-            pair = _pairs().filter(source_vault=vault).order_by("-created").first()
-            if pair is None:
-                raise CommandError(f"{vault.id} ({vault.name}) is not replicated: there is nothing to stop.")
+        pair = services.pair_to_stop(vault)
         if not yes:
             raise CommandError("Stopping replication cannot be undone (the pair never resumes): add --yes to confirm.")
         # --yes is the confirmation; the service refuses a pair that is stopped already (rule R12)
@@ -195,7 +185,7 @@ class Command(ServiceCommand):
         except engine.PairStopped as exc:
             raise CommandError(_one_line(exc)) from exc
         except tasks.RETRYABLE as exc:
-            tasks.record_pair_error(pair.id, exc)  # shown on the pair like a worker's failure
+            services.note_pair_error(pair.id, f"{exc.__class__.__name__}: {exc}")  # shown like a worker's failure
             raise CommandError(_one_line(f"{pair.id}: {exc.__class__.__name__}: {exc}")) from exc
         data = pair_json(_pairs().get(pk=pair.pk))
         return data, pair_text(data)
