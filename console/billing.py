@@ -118,9 +118,16 @@ def month_usage(account, region, month, today=None):
     for day, amount in storage.values("day").annotate(amount=Sum("peak_bytes")).values_list("day", "amount"):
         if day in days:
             days[day].add("storage", amount)
-    per_vault = storage.values("vault_id").annotate(amount=Sum("peak_bytes"), label=Max("vault_label"))
-    for row in per_vault.filter(vault__isnull=False):
-        vault_line(row["vault_id"], row["label"]).add("storage", row["amount"])
+    per_vault = (
+        storage.filter(vault__isnull=False)
+        .values("vault_id")
+        .annotate(
+            amount=Sum("peak_bytes"),
+            name=Max("vault__name"),  # the vault's name now, whatever it was on each day
+        )
+    )
+    for row in per_vault:
+        vault_line(row["vault_id"], f"{row['name']} ({row['vault_id']})").add("storage", row["amount"])
     gone = storage.filter(vault__isnull=True).values("vault_label").annotate(amount=Sum("peak_bytes"))
     for row in gone:
         vault_line(None, row["vault_label"]).add("storage", row["amount"])

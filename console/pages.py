@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from .selectors import current_account, region_or_404
-from .services import SUBMISSION_FIELD, once
+from .services import SUBMISSION_FIELD, once, submitted_before
 
 
 def console_scope(request, region_code):
@@ -68,6 +68,12 @@ def jobs_page(request, template, table, jobs, context, per_page=25):
     if request.htmx and request.htmx.target == table:
         return poll(render(request, f"{template}#{table}", context), settled=not active)
     return render(request, template, context)
+
+
+def repeated(request, action, model):
+    """What an earlier submission of this form made (a double click, a resent form), or None."""
+    token = request.POST.get(SUBMISSION_FIELD, "")
+    return submitted_before(user=request.user, token=token, action=action, model=model)
 
 
 def create_once(request, action, model, create):

@@ -96,8 +96,18 @@ def once(*, user, token, action, model, create):
     return made
 
 
+def submitted_before(*, user, token, action, model):
+    """What an earlier submission of this form made, or None: a repeat answers with it before its form is
+    even checked (the choices the first one used may have gone with what it made)."""
+    if not token or not getattr(user, "is_authenticated", False):
+        return None
+    first = FormSubmission.objects.filter(user=user, token=str(token)[:64], action=action).exclude(object_id="")
+    first = first.first()
+    return model.objects.filter(pk=first.object_id).first() if first is not None else None
+
+
 def _result_of_first(*, user, token, action, model, create):
-    deadline = time.monotonic() + SUBMISSION_WAIT
+    deadline, pause = time.monotonic() + SUBMISSION_WAIT, 0.05
     while True:
         first = FormSubmission.objects.filter(user=user, token=token).first()
         if first is None:  # the first was refused: this one is handled on its own
@@ -109,9 +119,14 @@ def _result_of_first(*, user, token, action, model, create):
             if made is None:
                 raise ValidationError("What this form created no longer exists: reload the page.")
             return made
+        if first.created < timezone.now() - timedelta(seconds=SUBMISSION_WAIT):
+            # the first's process died between its claim and its result: its claim is taken over
+            FormSubmission.objects.filter(pk=first.pk, object_id="").delete()
+            continue
         if time.monotonic() > deadline:
             raise ValidationError("This form is still being handled: reload the page in a moment to see it.")
-        time.sleep(0.05)
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 # A job still queued after this long has most likely lost its message (a broker restarted without persistence).

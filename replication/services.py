@@ -330,7 +330,9 @@ def stop_replication(*, actor, pair, confirmation=None):
         with transaction.atomic():
             locked = ReplicationPair.objects.select_for_update().get(pk=pair.pk)
             detail = {"source": source.id, "target": locked.target_vault_id}
-            return set_pair_state(locked, State.STOPPED, actor=actor, detail=detail, stopped=timezone.now())
+            return set_pair_state(
+                locked, State.STOPPED, actor=actor, detail=detail, stopped=timezone.now(), history_bytes_in_flight=0
+            )
 
 
 def queue_for(region_code):

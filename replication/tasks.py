@@ -30,8 +30,8 @@ def sync_pair_task(self, pair_id):
     """Copy what the target lacks; on a failure the pair shows why and the task retries with backoff."""
     try:
         engine.sync_pair(pair_id)
-    except engine.PairStopped:
-        return
+    except (engine.PairStopped, engine.RegionDisabled):
+        return  # a disabled region: the pair says why it waits; the reconcile sends it again once enabled
     except RETRYABLE as exc:
         delay = services.note_pair_error(pair_id, f"{exc.__class__.__name__}: {exc}")
         if delay is not None and not self.request.is_eager:  # an eager call reports once instead of looping
@@ -40,6 +40,8 @@ def sync_pair_task(self, pair_id):
 
 @shared_task
 def reconcile_pairs_task():
-    """The periodic catch-all: every running pair syncs, so nothing a trigger missed stays behind."""
-    for pair_id in ReplicationPair.objects.active().values_list("pk", flat=True):
-        services.enqueue_sync(pair_id)
+    """The periodic catch-all: every running pair syncs, so nothing a trigger missed stays behind
+    (but a pair that waits for a disabled region, whose queue may have no worker)."""
+    for pair in ReplicationPair.objects.active().select_related("source_vault__region", "target_vault__region"):
+        if pair.stall_reason is None:
+            services.enqueue_sync(pair.pk)

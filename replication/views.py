@@ -10,7 +10,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from console.forms import add_service_errors
-from console.pages import create_once, done, poll, region_page, render_page
+from console.pages import create_once, done, poll, region_page, render_page, repeated
 from vaults import selectors as vault_selectors
 
 from . import services
@@ -57,6 +57,8 @@ def initiate(request, account, region, vault_id):
     form = InitiateReplicationForm(request.POST if submitted else (request.GET or None), source_vault=vault)
     status = 200
     if submitted:
+        if repeated(request, "start_replication", ReplicationPair) is not None:
+            return _back_to_list(request, region)
         if form.is_valid():
             try:
                 create_once(request, "start_replication", ReplicationPair, lambda: _start(request.user, vault, form))

@@ -5,7 +5,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from console.forms import add_service_errors
-from console.pages import create_once, done, jobs_page, region_page, render_page
+from console.pages import create_once, done, jobs_page, region_page, render_page, repeated
 
 from . import selectors, services
 from .forms import RestoreJobForm, RestoreTargetForm
@@ -23,6 +23,8 @@ def target_create(request, account, region):
     form = RestoreTargetForm(request.POST or None)
     status = 200
     if request.method == "POST":
+        if repeated(request, "create_restore_target", RestoreTarget) is not None:
+            return done(request, reverse("restore:targets", kwargs={"region": region.code}))
         if form.is_valid():
             try:
                 create_once(
@@ -56,6 +58,8 @@ def job_create(request, account, region):
     form = RestoreJobForm(request.POST if submitted else (request.GET or None), account=account, region=region)
     status = 200
     if submitted:
+        if repeated(request, "start_restore", RestoreJob) is not None:
+            return done(request, reverse("restore:list", kwargs={"region": region.code}))
         if form.is_valid():
             data = form.cleaned_data
             try:

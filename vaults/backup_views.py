@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from console.forms import add_service_errors
-from console.pages import create_once, done, jobs_page, region_page, render_page
+from console.pages import create_once, done, jobs_page, region_page, render_page, repeated
 
 from . import selectors, services
 from .forms import BackupSourceForm, BackupStartForm, BucketRegisterForm
@@ -54,6 +54,8 @@ def source_create(request, account, region):
     form = BackupSourceForm(request.POST or None)
     status = 200
     if request.method == "POST":
+        if repeated(request, "create_backup_source", BackupSource) is not None:
+            return done(request, reverse("backups:sources", kwargs={"region": region.code}))
         if form.is_valid():
             try:
                 create_once(
@@ -86,6 +88,8 @@ def backup_start(request, account, region, vault_id):
     form = BackupStartForm(request.POST or None, account=account, region=region)
     status = 200
     if request.method == "POST":
+        if repeated(request, "start_backup", BackupJob) is not None:
+            return done(request, reverse("backups:list", kwargs={"region": region.code}))
         if form.is_valid():
             data = form.cleaned_data
             try:

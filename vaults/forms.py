@@ -1,6 +1,6 @@
 """Vault forms: they parse input; the rules are checked by `vaults.services`."""
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
 
@@ -98,7 +98,7 @@ class PointFilterForm(forms.Form):
             return points
         if start := self.cleaned_data.get("created_from"):
             points = points.filter(created__gte=_midnight(start))
-        if end := self.cleaned_data.get("created_to"):
+        if (end := self.cleaned_data.get("created_to")) and end < date.max:
             points = points.filter(created__lt=_midnight(end + timedelta(days=1)))
         return points
 

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from console.forms import add_service_errors
-from console.pages import create_once, done, poll, region_page, render_page
+from console.pages import create_once, done, poll, region_page, render_page, repeated
 
 from . import selectors, services
 from .forms import ArchivingForm, PointFilterForm, VaultCreateForm, VaultDeleteForm
@@ -42,6 +42,8 @@ def vault_create(request, account, region):
     form = VaultCreateForm(request.POST or None, account=account, region=region)
     status = 200
     if request.method == "POST":
+        if (made := repeated(request, "create_vault", Vault)) is not None:
+            return done(request, reverse("vaults:detail", kwargs={"region": region.code, "vault_id": made.id}))
         if form.is_valid():
             data = form.cleaned_data
             try:
@@ -219,7 +221,10 @@ def vault_archiving(request, account, region, vault_id):
 @region_page
 def vault_verify(request, account, region, vault_id):
     vault = selectors.vault_or_404(account, vault_id, region)
-    create_once(request, "start_verify", VerifyRun, lambda: services.start_verify(actor=request.user, vault=vault))
+    try:
+        create_once(request, "start_verify", VerifyRun, lambda: services.start_verify(actor=request.user, vault=vault))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
     url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
     return done(request, url)
 

@@ -150,3 +150,41 @@ def test_two_racing_posts_with_one_token_both_answer_with_the_one_job(no_queue, 
     assert [a.status_code for a in answers] == [200, 200]
     assert {a["HX-Redirect"] for a in answers} == {f"/regions/{vault.region.code}/backup-jobs/"}
     assert BackupJob.objects.count() == 1
+
+
+def test_a_resent_select_target_form_answers_with_the_pair_though_the_target_is_taken(alice, ready, lrs_region):
+    # the first submission took the free target out of the form's choices: the repeat is answered first
+    vault, _ = ready
+    free = services.create_vault(
+        actor=None, account=vault.account, region=lrs_region, name="free-dr", vault_type="replication-target"
+    )
+    services.initialize_vault_storage(free.id)
+    url = f"/regions/cn-hangzhou/vaults/{vault.id}/replication/"
+    form = {"destination_region": lrs_region.code, "mode": "select", "target_vault": free.id, "submission": "s-1"}
+    answers = [alice.post(url, form, **HTMX) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert ReplicationPair.objects.get().target_vault_id == free.id
+
+
+def test_a_claim_whose_request_died_is_taken_over(alice, ready, user):
+    # a process killed between its claim and its result does not make every resend wait
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    vault, source = ready
+    FormSubmission.objects.create(user=user, token="orphan", action="start_backup")
+    FormSubmission.objects.filter(token="orphan").update(created=timezone.now() - timedelta(minutes=5))
+    url = f"/regions/cn-hangzhou/vaults/{vault.id}/backup/"
+    assert alice.post(url, {"source": source.pk, "submission": "orphan"}, **HTMX).status_code == 200
+    assert BackupJob.objects.count() == 1
+    assert FormSubmission.objects.get(token="orphan").object_id == str(BackupJob.objects.get().pk)
+
+
+def test_a_token_of_another_action_is_refused_with_a_message(alice, ready, no_queue):
+    vault, source = ready
+    url = f"/regions/cn-hangzhou/vaults/{vault.id}/backup/"
+    assert alice.post(url, {"source": source.pk, "submission": "mixed"}, **HTMX).status_code == 200
+    verify = alice.post(f"/regions/cn-hangzhou/vaults/{vault.id}/verify/", {"submission": "mixed"}, follow=True)
+    assert verify.status_code == 200 and "already used for something else" in verify.content.decode()
+    assert VerifyRun.objects.count() == 0

@@ -192,3 +192,18 @@ def test_usage_refuses_a_bad_month_and_pages_between_months(alice, account, regi
     assert page.context["usage"].days[0][0] == date(2024, 2, 29)  # every day of a past month, newest first
     with pytest.raises(CommandError, match="not a month"):
         call_command("usage", "--account", account.slug, "--region", region.code, "--month", "soon")
+
+
+def test_a_renamed_vault_is_billed_under_its_name_now(account, region, make_vault):
+    vault = make_vault("before")
+    StorageUsage.objects.create(
+        vault=vault,
+        vault_label=f"before ({vault.id})",
+        account=account,
+        region=region,
+        day=timezone.now().date(),
+        peak_bytes=10**9,
+    )
+    vault_services.update_vault(actor=None, vault=vault, name="after")
+    [line] = billing.month_usage(account, region, billing.parse_month("")).vaults
+    assert line.label == f"after ({vault.id})" and line.vault_id == vault.id and line.storage_bytes == 10**9

@@ -118,3 +118,33 @@ def test_a_running_pair_to_a_disabled_region_waits_and_says_why(alice, point_of,
     # no new pair to it either
     with pytest.raises(ValidationError, match="disabled by the operator"):
         start_replication(actor=None, source_vault=general_vault(), destination_region=disabled, create=CREATE)
+
+
+def test_a_vault_in_error_is_not_retried_in_a_disabled_region(alice, make_vault, region):
+    vault = make_vault("failed-init")
+    Vault.objects.filter(pk=vault.pk).update(status="error", status_reason="the store was down")
+    disable(region)
+    page = alice.get(reverse("vaults:detail", args=[region.code, vault.id])).content.decode()
+    assert "Retry initialization" not in page
+    response = alice.post(reverse("vaults:retry", args=[region.code, vault.id]))
+    assert response.status_code == 409 and "disabled by the operator" in response.content.decode()
+    assert Vault.objects.get(pk=vault.pk).status == "error"
+
+
+def test_the_reconcile_leaves_a_waiting_pair_alone_until_its_region_is_enabled(monkeypatch, point_of, src, lrs_region):
+    from replication import services as replication_services
+    from replication.tasks import reconcile_pairs_task, sync_pair_task
+
+    replica, target_region = point_of("replica", SourceType.NAS, path=src)
+    pair = ReplicationPair.objects.get(target_vault=replica.vault)
+    sent = []
+    monkeypatch.setattr(replication_services, "enqueue_sync", sent.append)
+    disabled = disable(target_region)
+    reconcile_pairs_task()
+    assert sent == []  # no message for a queue that may have no worker
+    sync_pair_task.apply(args=(pair.id,))  # a sync already queued ends at once, without retrying
+    assert ReplicationPair.objects.get(pk=pair.pk).attempts == 0
+    disabled.is_enabled = True
+    save_region(actor=None, region=disabled)
+    reconcile_pairs_task()
+    assert sent == [pair.id]

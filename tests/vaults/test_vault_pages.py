@@ -297,3 +297,9 @@ def test_points_are_paged_newest_first_and_filtered_by_day(alice, make_vault, se
     text = backwards.content.decode()
     assert "The first day must not be after the last." in text
     assert text.count('<tr id="point-') == settings.POINTS_PER_PAGE  # an invalid filter filters nothing
+
+
+def test_a_date_filter_at_the_end_of_the_calendar_is_no_error(alice, make_vault):
+    vault = make_vault("far")
+    response = alice.get(f"/regions/cn-hangzhou/vaults/{vault.id}/?created_from=0001-01-01&created_to=9999-12-31")
+    assert response.status_code == 200

@@ -258,6 +258,8 @@ def retry_vault_initialization(*, actor, vault):
         object_type="vault",
         object_id=vault.id,
     ):
+        if reason := vault.region.new_work_refusal:
+            raise ValidationError(reason)
         with transaction.atomic():
             if _transition(vault.id, allowed_from={VaultStatus.ERROR}, to=VaultStatus.INITIALIZING) is None:
                 raise ValidationError("Only a vault in Error can retry its initialization.")
