@@ -20,11 +20,11 @@ app.conf.update(
     worker_cancel_long_running_tasks_on_connection_loss=False,
 )
 app.conf.beat_schedule = {
-    "reap-stale-backup-jobs": {"task": "vaults.tasks.reap_stale_backup_jobs_task", "schedule": 60.0},
+    "job-upkeep": {"task": "console.tasks.job_upkeep_task", "schedule": 60.0},
+    "requeue-stalled-initializations": {"task": "vaults.tasks.requeue_stalled_initializations_task", "schedule": 60.0},
     "collect-garbage": {"task": "vaults.tasks.collect_garbage_task", "schedule": 3600.0},
     "expire-points": {"task": "vaults.tasks.expire_points_task", "schedule": 300.0},
     "archive-due-points": {"task": "vaults.tasks.archive_due_points_task", "schedule": 3600.0},
-    "reap-stale-restore-jobs": {"task": "restore.tasks.reap_stale_restore_jobs_task", "schedule": 60.0},
     "reconcile-replication": {"task": "replication.tasks.reconcile_pairs_task", "schedule": 60.0},
     "note-storage-usage": {"task": "vaults.tasks.note_storage_usage_task", "schedule": 3600.0},
     "prune-broker-messages": {"task": "console.tasks.prune_broker_messages_task", "schedule": 600.0},

@@ -170,18 +170,48 @@ class WorkerHeartbeat(models.Model):
         return f"{self.hostname} {self.last_seen:%Y-%m-%d %H:%M:%S}"
 
 
-class JobProgress:
-    """Progress figures of a job row with status, bytes_done, bytes_total, started and finished."""
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
 
-    ACTIVE = ("queued", "running")
+
+class Job(models.Model):
+    """What every kind of background job has (backup, restore, verification): its lifecycle is `console.jobs`.
+
+    `attempt` names the current claim: progress, finishing and committing present it, so an
+    attempt whose worker was given up for lost cannot finish later.
+    """
+
+    Status = JobStatus
+    ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(
+        null=True, blank=True, help_text="Queued: when its message was last re-sent. Running: its last sign of life."
+    )
+    finished = models.DateTimeField(null=True, blank=True)
+    attempt = models.CharField(max_length=32, blank=True, editable=False)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created"]
 
     @property
     def is_active(self):
         return self.status in self.ACTIVE
 
+
+class JobProgress:
+    """Progress figures of a job with bytes_done and bytes_total."""
+
     @property
     def percent(self):
-        if self.status == "succeeded":
+        if self.status == JobStatus.SUCCEEDED:
             return 100
         return min(99, int(100 * self.bytes_done / self.bytes_total)) if self.bytes_total else 0
 

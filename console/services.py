@@ -10,7 +10,6 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from .models import Account, AuditLog, FormSubmission, Membership, Region, ResourceGroup
@@ -127,59 +126,6 @@ def _result_of_first(*, user, token, action, model, create):
             raise ValidationError("This form is still being handled: reload the page in a moment to see it.")
         time.sleep(pause)
         pause = min(pause * 2, 1.0)
-
-
-# A job still queued after this long has most likely lost its message (a broker restarted without persistence).
-QUEUED_STALE = timedelta(minutes=5)
-# A running job (backup, restore, verification) whose heartbeat is this old has lost its worker.
-HEARTBEAT_STALE = timedelta(seconds=90)
-
-
-def active_jobs(jobs):
-    """Of these jobs, those queued or running with a live worker."""
-    fresh = timezone.now() - HEARTBEAT_STALE
-    return jobs.filter(Q(status="queued") | Q(status="running", heartbeat__gte=fresh))
-
-
-def requeue_lost_jobs(model, enqueue):
-    """Send the message of each long-queued job of `model` again; return their ids.
-
-    Taking a job is atomic, so a second message for a job that was only waiting is
-    harmless. For a queued job, `heartbeat` is when its message was last sent again.
-    """
-    stale = timezone.now() - QUEUED_STALE
-    waiting = model.objects.filter(status="queued", created__lt=stale).exclude(heartbeat__gte=stale)
-    return send_again(waiting, "heartbeat", enqueue)
-
-
-def fail_lost_jobs(jobs, failed, audit):
-    """End as failed each running job of `jobs` whose worker stopped beating; return their ids.
-
-    `failed(job)` gives the fields to set, `audit(job)` record_audit's arguments naming the
-    job. The update repeats the filter, so two reapers at once do not both fail one.
-    """
-    running = jobs.filter(status="running", heartbeat__lt=timezone.now() - HEARTBEAT_STALE)
-    reaped = []
-    for row in running:
-        with transaction.atomic():
-            if running.filter(pk=row.pk).update(**failed(row)):
-                record_audit(actor=None, outcome="failed", reason="worker lost", **audit(row))
-                reaped.append(row.pk)
-    return reaped
-
-
-def send_again(waiting, stamp, enqueue):
-    """Enqueue each row of `waiting` that this call claims by setting its `stamp` field to now.
-
-    `waiting` must exclude rows stamped within QUEUED_STALE: a message goes at most once
-    per period, and two reapers running at once do not both send it.
-    """
-    sent = []
-    for pk in waiting.values_list("pk", flat=True):
-        if waiting.filter(pk=pk).update(**{stamp: timezone.now()}):
-            enqueue(pk)
-            sent.append(pk)
-    return sent
 
 
 def create_account(*, actor, slug, name):

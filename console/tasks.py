@@ -2,7 +2,13 @@
 
 from celery import shared_task
 
-from . import workers
+from . import jobs, workers
+
+
+@shared_task
+def job_upkeep_task():
+    """Every kind of job: those whose worker died fail, those whose message was lost are sent again."""
+    jobs.upkeep()
 
 
 @shared_task(bind=True)

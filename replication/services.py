@@ -12,8 +12,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from console import jobs as console_jobs
 from console.models import Region
-from console.services import active_jobs, audit_refusals, record_audit
+from console.services import audit_refusals, record_audit
 from vaults import services as vault_services
 from vaults.keys import vault_keys
 from vaults.models import BackupJob, BackupPoint, EncryptionMethod, SourceType, Vault, VaultStatus, VaultType
@@ -71,7 +72,9 @@ def replication_refusal(vault, *, replicated=None, has_ecs_instance_data=None):
 def vaults_with_ecs_instance_data(vault_ids):
     """Of these vaults, those holding ECS instance points or about to (a backup job queued or running): R7."""
     points = BackupPoint.objects.filter(vault__in=vault_ids, source_type=SourceType.ECS_INSTANCE)
-    jobs = active_jobs(BackupJob.objects.filter(vault__in=vault_ids, source__source_type=SourceType.ECS_INSTANCE))
+    jobs = console_jobs.active(
+        BackupJob.objects.filter(vault__in=vault_ids, source__source_type=SourceType.ECS_INSTANCE)
+    )
     return set(points.values_list("vault", flat=True)) | set(jobs.values_list("vault", flat=True))
 
 

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from console.models import Account, JobProgress, Region
+from console.models import Account, Job, JobProgress, Region
 from vaults.models import BackupPoint, SourceType, Vault
 
 
@@ -85,13 +85,7 @@ class Existing(models.TextChoices):
     FAIL = "fail", "Fail if a file exists"
 
 
-class RestoreJob(JobProgress, models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-
+class RestoreJob(JobProgress, Job):
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="restore_jobs")
     vault = models.ForeignKey(Vault, null=True, on_delete=models.SET_NULL, related_name="restore_jobs")
     point = models.ForeignKey(BackupPoint, null=True, on_delete=models.SET_NULL, related_name="restore_jobs")
@@ -100,8 +94,6 @@ class RestoreJob(JobProgress, models.Model):
     sub_path = models.CharField(max_length=1024, blank=True)
     files = models.JSONField(default=list, blank=True, help_text="Only these paths (empty: all).")
     existing = models.CharField(max_length=16, choices=Existing.choices, default=Existing.FAIL)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    error = models.TextField(blank=True)
     files_total = models.PositiveIntegerField(default=0)
     files_done = models.PositiveIntegerField(default=0)
     files_skipped = models.PositiveIntegerField(default=0)
@@ -112,13 +104,8 @@ class RestoreJob(JobProgress, models.Model):
     internet_bytes = models.BigIntegerField(default=0, help_text="Outbound Internet traffic, billed (rule B2).")
     is_free = models.BooleanField(default=False, help_text="From a replication target into its region (rule B2).")
     report = models.JSONField(default=dict, blank=True)
-    created = models.DateTimeField(auto_now_add=True)
-    started = models.DateTimeField(null=True, blank=True)
-    heartbeat = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created"]
+    class Meta(Job.Meta):
         indexes = [models.Index(fields=["account", "-created"], name="restore_job_account_newest")]
 
     def __str__(self):

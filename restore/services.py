@@ -8,16 +8,10 @@ from pathlib import PurePosixPath
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
-from console.services import (
-    HEARTBEAT_STALE,
-    active_jobs,
-    audit_refusals,
-    fail_lost_jobs,
-    record_audit,
-    requeue_lost_jobs,
-)
+from console import jobs
+from console.models import JobStatus
+from console.services import audit_refusals, record_audit
 from vaults.backup import Progress
 from vaults.chunkstore import CorruptData
 from vaults.keys import KeyProviderError
@@ -167,7 +161,7 @@ def start_restore(*, actor, point, target, sub_path="", files=(), existing=Exist
         with transaction.atomic():
             # one restore at a time per target: two writing into the same place would race each other
             RestoreTarget.objects.select_for_update().filter(pk=target.pk).first()
-            if running := active_jobs(RestoreJob.objects.filter(target=target)).first():
+            if running := jobs.active(RestoreJob.objects.filter(target=target)).first():
                 raise ValidationError(
                     f"A restore into {target.name} is already {running.status} (job {running.pk}): "
                     "it must end before another starts."
@@ -200,110 +194,55 @@ def start_restore(*, actor, point, target, sub_path="", files=(), existing=Exist
 
 
 def _enqueue(job_id):
-    from .tasks import run_restore_job_task
-
-    try:
-        run_restore_job_task.delay(job_id)
-    except Exception as exc:  # the broker is down: the job says so
-        log.exception("Cannot enqueue restore job %s", job_id)
-        RestoreJob.objects.filter(pk=job_id, status=RestoreJob.Status.QUEUED).update(
-            status=RestoreJob.Status.FAILED,
-            error=f"The task queue could not be reached: {exc}",
-            finished=timezone.now(),
-        )
+    jobs.enqueue(RESTORE, job_id)
 
 
-def _claim(job_id):
-    with transaction.atomic():
-        job = (
-            RestoreJob.objects.select_for_update(of=("self",))
-            .select_related("point__vault__region", "target__region")
-            .filter(pk=job_id)
-            .first()
-        )
-        if job is None or job.status in (RestoreJob.Status.SUCCEEDED, RestoreJob.Status.FAILED):
-            return None
-        now = timezone.now()
-        if job.status == RestoreJob.Status.RUNNING and job.heartbeat and now - job.heartbeat < HEARTBEAT_STALE:
-            return None
-        job.status, job.started, job.heartbeat, job.error = RestoreJob.Status.RUNNING, job.started or now, now, ""
-        job.save(update_fields=["status", "started", "heartbeat", "error"])
-    return job
+def _audit_of(job):
+    return {
+        "action": "run_restore",
+        "object_type": "restore_job",
+        "object_id": job.pk,
+        "account": job.account,
+        "region_code": job.target.region.code,
+    }
+
+
+RESTORE = jobs.register(
+    jobs.JobKind(
+        model=RestoreJob,
+        task="restore.tasks.run_restore_job_task",
+        audit=_audit_of,
+        lost="The worker running this restore stopped. Start it again: files already restored are kept.",
+        related=("point__vault__region", "target__region", "account"),
+    )
+)
 
 
 def run_restore_job(job_id):
     """Run (or finish) a restore job; it ends succeeded with its report, or failed with the reason."""
-    job = _claim(job_id)
-    if job is None:
-        return None
-    try:
-        report = _run(job)
-    except (RestoreFailed, ObjectStoreError, KeyProviderError, CorruptData) as exc:
-        _finish(job, RestoreJob.Status.FAILED, str(exc))
-        return None
-    except Exception as exc:  # never leave a job running with nobody on it
-        log.exception("Restore job %s failed", job_id)
-        _finish(job, RestoreJob.Status.FAILED, f"Unexpected error: {exc.__class__.__name__}: {exc}")
-        return None
-    _finish(job, RestoreJob.Status.SUCCEEDED, "", report)
+    return jobs.run(
+        RESTORE, job_id, _restore, expected=(RestoreFailed, ObjectStoreError, KeyProviderError, CorruptData)
+    )
+
+
+def _restore(job):
+    report = _run(job)
+    detail = {"files": report["files_written"], "bytes": report["bytes_written"]}
+    jobs.finish(RESTORE, job, JobStatus.SUCCEEDED, report=report, detail=detail)
     job.refresh_from_db()
     return job
 
 
-def _finish(job, status, error, report=None):
-    with transaction.atomic():
-        fields = {"status": status, "error": error[:2000], "finished": timezone.now()}
-        if report is not None:
-            fields["report"] = report
-        RestoreJob.objects.filter(pk=job.pk).update(**fields)
-        vault_region = job.target.region.code
-        record_audit(
-            actor=None,
-            action="run_restore",
-            object_type="restore_job",
-            object_id=job.pk,
-            account=job.account,
-            region_code=vault_region,
-            outcome="success" if status == RestoreJob.Status.SUCCEEDED else "failed",
-            reason=error,
-            **({"files": report["files_written"], "bytes": report["bytes_written"]} if report else {}),
-        )
-
-
-def requeue_lost_restore_jobs():
-    """Restore jobs whose message was lost are queued again (they would wait for ever)."""
-    return requeue_lost_jobs(RestoreJob, _enqueue)
-
-
 def vault_delete_guard(vault):
     """Rule V7: a vault being restored from is not deleted under the job."""
-    if active_jobs(RestoreJob.objects.filter(vault=vault)).exists():
+    if jobs.active(RestoreJob.objects.filter(vault=vault)).exists():
         return "A restore job from this vault is queued or running: delete the vault once it has finished."
     return None
 
 
 def gc_guard(vault):
     """A running restore reads the vault's packs where the index said they were: collection waits for it."""
-    return active_jobs(RestoreJob.objects.filter(vault=vault, status=RestoreJob.Status.RUNNING)).exists()
-
-
-def reap_stale_restore_jobs():
-    """Jobs whose worker died end as failed (and audited); running them again finishes them."""
-    return fail_lost_jobs(
-        RestoreJob.objects.select_related("target__region", "account"),
-        lambda job: {
-            "status": RestoreJob.Status.FAILED,
-            "finished": timezone.now(),
-            "error": "The worker running this restore stopped. Start it again: files already restored are kept.",
-        },
-        lambda job: {
-            "action": "run_restore",
-            "object_type": "restore_job",
-            "object_id": job.pk,
-            "account": job.account,
-            "region_code": job.target.region.code,
-        },
-    )
+    return jobs.active(RestoreJob.objects.filter(vault=vault, status=JobStatus.RUNNING)).exists()
 
 
 def _run(job):
@@ -316,21 +255,19 @@ def _run(job):
     reader = PointReader(point)
     entries = select_entries(reader.manifest()["entries"], job.sub_path, job.files)
     data_entries = [e for e in entries if e["type"] in ("file", "object")]
-    RestoreJob.objects.filter(pk=job.pk).update(
-        files_total=len(data_entries), bytes_total=sum(e["size"] for e in data_entries)
-    )
+    jobs.beat(job, files_total=len(data_entries), bytes_total=sum(e["size"] for e in data_entries))
     stats = {"files_written": 0, "bytes_written": 0, "files_skipped": 0, "skipped": [], "verified": 0}
     billed = target.sends_over_internet  # rule B2: outbound traffic
 
     def save(progress):
-        RestoreJob.objects.filter(pk=job.pk).update(
+        jobs.beat(
+            job,
             files_done=progress.files,
             bytes_done=progress.bytes,
             bytes_written=stats["bytes_written"],
             files_skipped=stats["files_skipped"],
             files_verified=stats["verified"],
             internet_bytes=stats["bytes_written"] if billed else 0,
-            heartbeat=timezone.now(),
         )
 
     progress = Progress(save)

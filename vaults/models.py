@@ -8,7 +8,7 @@ import secrets
 
 from django.db import models
 
-from console.models import Account, JobProgress, Region, ResourceGroup
+from console.models import Account, Job, JobProgress, JobStatus, Region, ResourceGroup
 
 
 def new_vault_id():
@@ -283,18 +283,10 @@ class PointChunk(models.Model):
         return f"{self.point_id} -> {self.chunk_id}"
 
 
-class BackupJob(JobProgress, models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-
+class BackupJob(JobProgress, Job):
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="backup_jobs")
     vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="backup_jobs")
     source = models.ForeignKey(BackupSource, on_delete=models.CASCADE, related_name="jobs")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    error = models.TextField(blank=True)
     point = models.ForeignKey(BackupPoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     retention_days = models.PositiveIntegerField(null=True, blank=True)
     fail_on_change = models.BooleanField(
@@ -306,47 +298,34 @@ class BackupJob(JobProgress, models.Model):
     bytes_total = models.BigIntegerField(default=0)
     bytes_done = models.BigIntegerField(default=0)
     bytes_stored = models.BigIntegerField(default=0)
-    created = models.DateTimeField(auto_now_add=True)
-    started = models.DateTimeField(null=True, blank=True)
-    heartbeat = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created"]
+    class Meta(Job.Meta):
         indexes = [models.Index(fields=["account", "-created"], name="backup_job_account_newest")]
 
     def __str__(self):
         return f"backup job {self.pk} ({self.status})"
 
 
-class VerifyRun(models.Model):
-    """A read-back of every chunk of every point of a vault, and what it found."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        CLEAN = "clean", "No problems"
-        PROBLEMS = "problems", "Problems found"
-        FAILED = "failed", "Failed"
+class VerifyRun(Job):
+    """A read-back of every chunk of every point of a vault, and what it found (a run that read everything
+    succeeded, whether or not it found damage: its report says which)."""
 
     vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="verify_runs")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     report = models.JSONField(default=dict, blank=True)
-    created = models.DateTimeField(auto_now_add=True)
-    heartbeat = models.DateTimeField(
-        null=True, blank=True, help_text="Queued: when its message was last re-sent. Running: its last sign of life."
-    )
-    finished = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created"]
 
     def __str__(self):
         return f"verify {self.vault_id} {self.status}"
 
     @property
-    def is_active(self):
-        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+    def found_problems(self):
+        return bool(self.report.get("problems"))
+
+    @property
+    def verdict(self):
+        """What the run says, in the console's words."""
+        if self.status == JobStatus.SUCCEEDED:
+            return "Problems found" if self.found_problems else "No problems"
+        return self.get_status_display()
 
     @property
     def percent(self):

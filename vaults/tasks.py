@@ -16,12 +16,8 @@ def run_backup_job_task(job_id):
 
 
 @shared_task
-def reap_stale_backup_jobs_task():
-    services.reap_stale_backup_jobs()
-    services.requeue_lost_backup_jobs()
+def requeue_stalled_initializations_task():
     services.requeue_stalled_initializations()
-    services.reap_stale_verify_runs()
-    services.requeue_lost_verify_runs()
 
 
 @shared_task

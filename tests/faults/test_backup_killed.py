@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from console.services import HEARTBEAT_STALE
+from console import jobs
+from console.jobs import HEARTBEAT_STALE
 from tests.conftest import wait_until
 from vaults import services
 from vaults.chunkstore import PACK_TARGET
@@ -37,7 +38,7 @@ def test_killed_backup_leaves_no_point_and_the_rerun_reuses_stored_chunks(
 
     # The dead job is reaped once its heartbeat is stale; the next run finishes.
     BackupJob.objects.filter(pk=job.pk).update(heartbeat=job.heartbeat - HEARTBEAT_STALE * 2)
-    assert services.reap_stale_backup_jobs() == [job.pk]
+    assert jobs.reap(services.BACKUP) == [job.pk]
     celery_worker_process.start()
     rerun = services.start_backup(actor=None, vault=vault, source=source)
     assert wait_until(lambda: not BackupJob.objects.get(pk=rerun.pk).is_active, timeout=120)

@@ -16,8 +16,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from console import jobs
 from console.celery import app
-from console.services import QUEUED_STALE
+from console.jobs import QUEUED_STALE
+from console.tasks import job_upkeep_task
 from replication.models import ReplicatedPoint, ReplicationPair
 from replication.tasks import reconcile_pairs_task
 from tests.conftest import free_port, wait_for_port, wait_until
@@ -26,7 +28,6 @@ from vaults import services as vault_services
 from vaults.chunkstore import PACK_TARGET
 from vaults.models import BackupJob, BackupPoint, Tier, Vault, VaultStatus
 from vaults.readback import verify_vault
-from vaults.tasks import reap_stale_backup_jobs_task
 
 MiB = 1 << 20
 
@@ -151,14 +152,14 @@ def test_a_job_and_a_vault_initialization_whose_messages_were_lost_are_sent_agai
     redis_server.start()  # empty: both messages are gone
     celery_worker_process.start()
 
-    reap_stale_backup_jobs_task()  # queued a moment ago: they may just be waiting, nothing is sent again
+    job_upkeep_task()  # queued a moment ago: they may just be waiting, nothing is sent again
     assert BackupJob.objects.get(pk=job.pk).status == BackupJob.Status.QUEUED
     long_ago = timezone.now() - QUEUED_STALE - timedelta(seconds=1)
     BackupJob.objects.filter(pk=job.pk).update(created=long_ago)
     Vault.objects.filter(pk=initializing.pk).update(updated=long_ago)
-    assert vault_services.requeue_lost_backup_jobs() == [job.pk]
+    assert jobs.requeue(vault_services.BACKUP) == [job.pk]
     assert vault_services.requeue_stalled_initializations() == [initializing.pk]
-    assert vault_services.requeue_lost_backup_jobs() == []  # once per period, not on every pass
+    assert jobs.requeue(vault_services.BACKUP) == []  # once per period, not on every pass
 
     assert wait_until(lambda: not BackupJob.objects.get(pk=job.pk).is_active, timeout=60)
     job.refresh_from_db()

@@ -12,8 +12,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from console import jobs
+from console.jobs import QUEUED_STALE
 from console.models import AuditLog
-from console.services import QUEUED_STALE
 from restore import services
 from restore.models import RestoreJob
 from tests.restore.conftest import (
@@ -117,9 +118,9 @@ def test_a_reaped_job_reports_the_worker_stopped(monkeypatch, tmp_path, account,
     dest = tmp_path / "dest"
     dest.mkdir()
     job = run_interrupted(monkeypatch, point, make_target(account, point_region, "ecs-instance", dest), "f1.bin")
-    assert services.reap_stale_restore_jobs() == []  # the heartbeat is fresh
+    assert jobs.reap(services.RESTORE) == []  # the heartbeat is fresh
     make_stale(job.pk)
-    assert services.reap_stale_restore_jobs() == [job.pk]
+    assert jobs.reap(services.RESTORE) == [job.pk]
     job.refresh_from_db()
     assert job.status == RestoreJob.Status.FAILED and "Start it again" in job.error
     assert (dest / "f0.bin").read_bytes() == (src / "f0.bin").read_bytes()
@@ -136,14 +137,14 @@ def test_a_job_whose_message_was_lost_is_queued_again(monkeypatch, tmp_path, acc
     target = make_target(account, point_region, "ecs-instance", dest)
     job = services.start_restore(actor=None, point=point, target=target)
     sent = []
-    monkeypatch.setattr("restore.services._enqueue", sent.append)  # records what reaches the broker
-    assert services.requeue_lost_restore_jobs() == []  # queued a moment ago: it may just be waiting
+    monkeypatch.setattr(jobs, "enqueue", lambda kind, pk: sent.append(pk))  # records what reaches the broker
+    assert jobs.requeue(services.RESTORE) == []  # queued a moment ago: it may just be waiting
     RestoreJob.objects.filter(pk=job.pk).update(created=timezone.now() - QUEUED_STALE - timedelta(seconds=1))
-    assert services.requeue_lost_restore_jobs() == [job.pk] and sent == [job.pk]
-    assert services.requeue_lost_restore_jobs() == []  # once per period
+    assert jobs.requeue(services.RESTORE) == [job.pk] and sent == [job.pk]
+    assert jobs.requeue(services.RESTORE) == []  # once per period
     services.run_restore_job(job.pk)  # the worker that gets the message
     job.refresh_from_db()
     assert job.status == RestoreJob.Status.SUCCEEDED, job.error
     assert_tree_equal(snapshot(dest), snapshot(src))
     RestoreJob.objects.filter(pk=job.pk).update(heartbeat=None)
-    assert services.requeue_lost_restore_jobs() == []  # only queued jobs
+    assert jobs.requeue(services.RESTORE) == []  # only queued jobs

@@ -11,8 +11,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from console.jobs import HEARTBEAT_STALE
 from console.models import AuditLog
-from console.services import HEARTBEAT_STALE
 from tests.vaults.conftest import (
     KiB,
     RawStore,

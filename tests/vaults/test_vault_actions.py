@@ -5,6 +5,7 @@ import pytest
 from tests.conftest import wait_until
 from vaults import objectstore, services
 from vaults.models import BackupPoint, Pack, Tier, VerifyRun
+from vaults.services.verify import VERIFY
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -83,7 +84,7 @@ def test_verification_runs_in_the_worker(celery_worker_process, alice, vault, po
     alice.post(f"/regions/cn-hangzhou/vaults/{vault.id}/verify/")
     assert wait_until(lambda: not VerifyRun.objects.get().is_active, timeout=60)
     run = VerifyRun.objects.get()
-    assert run.status == VerifyRun.Status.CLEAN and run.report["files"] == 1 and run.report["bytes"] == 80000
+    assert run.verdict == "No problems" and run.report["files"] == 1 and run.report["bytes"] == 80000
 
 
 def test_a_verify_run_whose_message_was_lost_is_queued_again(vault, point, monkeypatch):
@@ -92,17 +93,18 @@ def test_a_verify_run_whose_message_was_lost_is_queued_again(vault, point, monke
 
     from django.utils import timezone
 
-    from console.services import QUEUED_STALE
+    from console import jobs
+    from console.jobs import QUEUED_STALE
 
     sent = []
-    monkeypatch.setattr("vaults.services.verify._enqueue", sent.append)  # records what reaches the broker
+    monkeypatch.setattr(jobs, "enqueue", lambda kind, pk: sent.append(pk))  # records what reaches the broker
     run = services.start_verify(actor=None, vault=vault)
-    assert services.requeue_lost_verify_runs() == []  # queued a moment ago: it may just be waiting
+    assert jobs.requeue(VERIFY) == []  # queued a moment ago: it may just be waiting
     VerifyRun.objects.filter(pk=run.pk).update(created=timezone.now() - QUEUED_STALE - timedelta(seconds=1))
-    assert services.requeue_lost_verify_runs() == [run.pk] and sent[-1] == run.pk
-    assert services.requeue_lost_verify_runs() == []  # once per period
+    assert jobs.requeue(VERIFY) == [run.pk] and sent[-1] == run.pk
+    assert jobs.requeue(VERIFY) == []  # once per period
     services.run_verify(run.pk)  # the worker that gets the message
-    assert VerifyRun.objects.get(pk=run.pk).status == VerifyRun.Status.CLEAN
+    assert VerifyRun.objects.get(pk=run.pk).verdict == "No problems"
 
 
 def test_a_running_verification_shows_its_progress(alice, vault, point, monkeypatch):
@@ -132,19 +134,20 @@ def test_a_verification_whose_worker_died_fails_or_is_taken_over(vault, point):
 
     from django.utils import timezone
 
+    from console import jobs
+    from console.jobs import HEARTBEAT_STALE
     from console.models import AuditLog
-    from console.services import HEARTBEAT_STALE
 
     run = services.start_verify(actor=None, vault=vault)
     VerifyRun.objects.filter(pk=run.pk).update(status=VerifyRun.Status.RUNNING, heartbeat=timezone.now())
     assert services.run_verify(run.pk) is None  # another worker has it (a fresh heartbeat)
-    assert services.reap_stale_verify_runs() == []
+    assert jobs.reap(VERIFY) == []
     dead = timezone.now() - HEARTBEAT_STALE - timedelta(seconds=1)
     VerifyRun.objects.filter(pk=run.pk).update(heartbeat=dead)
-    assert services.run_verify(run.pk).status == VerifyRun.Status.CLEAN  # its message again: taken over
+    assert services.run_verify(run.pk).verdict == "No problems"  # its message again: taken over
     VerifyRun.objects.filter(pk=run.pk).update(status=VerifyRun.Status.RUNNING, heartbeat=dead, finished=None)
-    assert services.reap_stale_verify_runs() == [run.pk]
+    assert jobs.reap(VERIFY) == [run.pk]
     run.refresh_from_db()
-    assert run.status == VerifyRun.Status.FAILED and "Verify the vault again" in run.report["error"]
+    assert run.status == VerifyRun.Status.FAILED and "Verify the vault again" in run.error
     assert AuditLog.objects.filter(action="verify_vault", outcome="failed", detail__reason="worker lost").exists()
     assert services.run_verify(run.pk) is None  # a late message of a failed run does nothing

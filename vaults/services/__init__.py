@@ -1,6 +1,7 @@
 """Every state change of vaults, keys, backup sources, jobs and points: one function per action."""
 
 from .backups import (
+    BACKUP,
     BACKUP_GUARDS,
     GC_GUARDS,
     POINT_COMMITTED,
@@ -14,9 +15,7 @@ from .backups import (
     note_storage_usage_of_all_vaults,
     point_delete_refusal,
     point_delete_refusals,
-    reap_stale_backup_jobs,
     refresh_data_size,
-    requeue_lost_backup_jobs,
     run_backup_job,
     start_backup,
     vault_backup_refusal,
@@ -51,17 +50,17 @@ from .vaults import (
     retry_vault_initialization,
     update_vault,
 )
-from .verify import reap_stale_verify_runs, requeue_lost_verify_runs, run_verify, start_verify
+from .verify import VERIFY, run_verify, start_verify
 
 __all__ = [
+    "BACKUP",
+    "VERIFY",
     "LIFECYCLE_GUARDS",
     "archiving_refusal",
     "assign_bucket",
     "open_oss_bucket",
     "oss_bucket_refusal",
     "register_bucket",
-    "reap_stale_verify_runs",
-    "requeue_lost_verify_runs",
     "BACKUP_GUARDS",
     "GC_GUARDS",
     "run_verify",
@@ -87,8 +86,6 @@ __all__ = [
     "note_storage_usage_of_all_vaults",
     "point_delete_refusal",
     "point_delete_refusals",
-    "reap_stale_backup_jobs",
-    "requeue_lost_backup_jobs",
     "requeue_stalled_initializations",
     "refresh_data_size",
     "vault_backup_refusal",

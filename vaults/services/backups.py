@@ -14,14 +14,9 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from console.services import (
-    HEARTBEAT_STALE,
-    active_jobs,
-    audit_refusals,
-    fail_lost_jobs,
-    record_audit,
-    requeue_lost_jobs,
-)
+from console import jobs
+from console.models import JobStatus
+from console.services import audit_refusals, record_audit
 
 from ..backup import (
     PointWriter,
@@ -194,7 +189,7 @@ def start_backup(*, actor, vault, source, retention_days=None, fail_on_change=Fa
         with transaction.atomic():
             # one at a time per source and vault, so a double click or a repeated request makes one job
             BackupSource.objects.select_for_update().filter(pk=source.pk).first()
-            if queued := active_jobs(BackupJob.objects.filter(vault=vault, source=source)).first():
+            if queued := jobs.active(BackupJob.objects.filter(vault=vault, source=source)).first():
                 raise ValidationError(
                     f"A backup of {source.name} into this vault is already {queued.status} (job {queued.pk}): "
                     "it must end before another starts."
@@ -221,74 +216,47 @@ def start_backup(*, actor, vault, source, retention_days=None, fail_on_change=Fa
 
 
 def _enqueue_backup(job_id):
-    from ..tasks import run_backup_job_task
-
-    try:
-        run_backup_job_task.delay(job_id)
-    except Exception as exc:  # the broker is down: the job says so instead of waiting forever
-        log.exception("Cannot enqueue backup job %s", job_id)
-        BackupJob.objects.filter(pk=job_id, status=BackupJob.Status.QUEUED).update(
-            status=BackupJob.Status.FAILED,
-            error=f"The task queue could not be reached: {exc}",
-            finished=timezone.now(),
-        )
+    jobs.enqueue(BACKUP, job_id)
 
 
-def _claim(job_id):
-    """Queued (or running with a dead worker) -> running, under the vault's row lock."""
-    with transaction.atomic():
-        job = BackupJob.objects.select_for_update().select_related("vault", "source").filter(pk=job_id).first()
-        if job is None or job.status in (BackupJob.Status.SUCCEEDED, BackupJob.Status.FAILED):
-            return None
-        now = timezone.now()
-        if job.status == BackupJob.Status.RUNNING and job.heartbeat and now - job.heartbeat < HEARTBEAT_STALE:
-            return None  # another worker has it
-        Vault.objects.select_for_update().filter(pk=job.vault_id).first()  # waits for a running GC
-        job.status = BackupJob.Status.RUNNING
-        job.started = job.started or now
-        job.heartbeat = now
-        job.error = ""
-        job.save(update_fields=["status", "started", "heartbeat", "error"])
-    return job
+def _wait_for_collection(job):
+    """A backup starts only once a garbage collection running on its vault has finished (it takes the lock)."""
+    Vault.objects.select_for_update().filter(pk=job.vault_id).first()
+
+
+def _audit_of(job):
+    return {
+        "action": "run_backup",
+        "object_type": "backup_job",
+        "object_id": job.pk,
+        "account": job.account,
+        "region_code": job.vault.region.code,
+    }
+
+
+BACKUP = jobs.register(
+    jobs.JobKind(
+        model=BackupJob,
+        task="vaults.tasks.run_backup_job_task",
+        audit=_audit_of,
+        lost="The worker running this job stopped. Run the backup again: the data already stored is not "
+        "uploaded again.",
+        related=("vault__region", "source", "account"),
+        on_claim=_wait_for_collection,
+        audit_success=False,  # commit_point's own audit row says what it made
+    )
+)
 
 
 def run_backup_job(job_id):
     """Run one backup job to a committed point, or to a failed job with the reason."""
-    job = _claim(job_id)
-    if job is None:
-        return None
-    try:
-        point = _run(job)
-    except (BackupFailed, SourceError, ObjectStoreError, KeyProviderError, Vault.DoesNotExist) as exc:
-        reason = str(exc) if not isinstance(exc, Vault.DoesNotExist) else "The vault was deleted."
-        _fail(job, reason)
-        return None
-    except Exception as exc:  # never leave a job running with nobody on it
-        log.exception("Backup job %s failed", job_id)
-        _fail(job, f"Unexpected error: {exc.__class__.__name__}: {exc}")
-        return None
-    return point
-
-
-def _fail(job, reason):
-    with transaction.atomic():
-        BackupJob.objects.filter(pk=job.pk).update(
-            status=BackupJob.Status.FAILED, error=reason[:2000], finished=timezone.now()
-        )
-        record_audit(
-            actor=None,
-            action="run_backup",
-            object_type="backup_job",
-            object_id=job.pk,
-            account=job.account,
-            region_code=job.vault.region.code,
-            outcome="failed",
-            reason=reason,
-        )
+    return jobs.run(BACKUP, job_id, _run, expected=(BackupFailed, SourceError, ObjectStoreError, KeyProviderError))
 
 
 def _run(job):
     vault, source = job.vault, job.source
+    if not Vault.objects.filter(pk=vault.pk).exists():
+        raise BackupFailed("The vault was deleted.")
     reason = backup_refusal(vault, source)
     if reason:
         raise BackupFailed(reason)
@@ -297,12 +265,7 @@ def _run(job):
     warnings = []
 
     def save(progress):
-        BackupJob.objects.filter(pk=job.pk).update(
-            files_done=progress.files,
-            bytes_done=progress.bytes,
-            bytes_stored=writer.stored_bytes,
-            heartbeat=timezone.now(),
-        )
+        jobs.beat(job, files_done=progress.files, bytes_done=progress.bytes, bytes_stored=writer.stored_bytes)
 
     progress = Progress(save)
     writer = PointWriter(vault, store, codec)
@@ -310,13 +273,13 @@ def _run(job):
         if source.source_type == SourceType.OSS:
             bucket = open_oss_bucket(account=source.account, region=vault.region, name=source.bucket)
             files, total = bucket.totals(source.prefix)
-            BackupJob.objects.filter(pk=job.pk).update(files_total=files, bytes_total=total)
+            jobs.beat(job, files_total=files, bytes_total=total)
             entries = read_bucket(writer, bucket, source.prefix, progress, warnings)
         else:
             # what is read is checked once opened, not by its name (rule T1)
             with open_source(source.path, check=lambda real: path_refusal(real, source.account)) as root:
                 files, total = scan_totals(root)
-                BackupJob.objects.filter(pk=job.pk).update(files_total=files, bytes_total=total)
+                jobs.beat(job, files_total=files, bytes_total=total)
                 entries = read_file_tree(writer, root, progress, warnings, parent=_parent_entries(vault, source))
         writer.close()
         resolve_chunks(entries)
@@ -352,31 +315,6 @@ def _parent_entries(vault, source):
     except Exception:  # a damaged parent only costs a full read
         log.warning("Cannot read the manifest of %s; reading every file", point.id, exc_info=True)
         return {}
-
-
-def requeue_lost_backup_jobs():
-    """Backup jobs whose message was lost are queued again (they would wait for ever)."""
-    return requeue_lost_jobs(BackupJob, _enqueue_backup)
-
-
-def reap_stale_backup_jobs():
-    """Jobs whose worker died (no heartbeat for a while) end as failed, so GC and users are not blocked."""
-    return fail_lost_jobs(
-        BackupJob.objects.select_related("vault__region", "account"),
-        lambda job: {
-            "status": BackupJob.Status.FAILED,
-            "finished": timezone.now(),
-            "error": "The worker running this job stopped. Run the backup again: the data already stored is "
-            "not uploaded again.",
-        },
-        lambda job: {
-            "action": "run_backup",
-            "object_type": "backup_job",
-            "object_id": job.pk,
-            "account": job.account,
-            "region_code": job.vault.region.code,
-        },
-    )
 
 
 def commit_point(*, job, entries, refs, stored_bytes, codec, store, warnings=()):
@@ -419,10 +357,12 @@ def commit_point(*, job, entries, refs, stored_bytes, codec, store, warnings=())
             )
             PointChunk.objects.bulk_create([PointChunk(point=point, chunk_id=pk) for pk in chunk_pks], batch_size=5000)
             refresh_data_size(locked)
-            BackupJob.objects.filter(pk=job.pk).update(
-                status=BackupJob.Status.SUCCEEDED,
+            # this attempt must still hold the job (JobLost otherwise: the point is not created)
+            jobs.finish(
+                BACKUP,
+                job,
+                JobStatus.SUCCEEDED,
                 point=point,
-                finished=timezone.now(),
                 warnings=list(warnings),
                 bytes_stored=stored_bytes,
                 files_done=len(files),
@@ -576,8 +516,7 @@ def collect_garbage(vault_id):
         vault = Vault.objects.select_for_update().select_related("region").filter(pk=vault_id).first()
         if vault is None:
             return None
-        fresh = timezone.now() - HEARTBEAT_STALE
-        if BackupJob.objects.filter(vault=vault, status=BackupJob.Status.RUNNING, heartbeat__gte=fresh).exists():
+        if jobs.active(BackupJob.objects.filter(vault=vault, status=JobStatus.RUNNING)).exists():
             return None
         if any(guard(vault) for guard in GC_GUARDS):
             return None

@@ -12,8 +12,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from console import jobs
+from console.jobs import QUEUED_STALE, send_again
 from console.models import Account, ResourceGroup
-from console.services import QUEUED_STALE, active_jobs, audit_refusals, record_audit, send_again
+from console.services import audit_refusals, record_audit
 
 from ..keys import KeyProviderError, kms_provider, new_data_key, wrap_data_key
 from ..models import (
@@ -325,7 +327,7 @@ def deletion_refusal(vault):
     """Rule V7: why this vault cannot be deleted now, or None."""
     if vault.backup_lock:
         return "Backup lock is on: the vault's backup points cannot be deleted before they expire."
-    if active_jobs(BackupJob.objects.filter(vault=vault)).exists():
+    if jobs.active(BackupJob.objects.filter(vault=vault)).exists():
         return "A backup job of this vault is queued or running: delete the vault once it has finished."
     for guard in DELETE_GUARDS:
         reason = guard(vault)

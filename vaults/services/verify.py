@@ -1,13 +1,17 @@
-"""Verification runs: read back a whole vault in a worker and keep the report."""
+"""Verification runs: read back a whole vault in a worker and keep the report (a `console.jobs` kind)."""
 
 import time
 
 from django.db import transaction
-from django.utils import timezone
 
-from console.services import HEARTBEAT_STALE, fail_lost_jobs, record_audit, requeue_lost_jobs
+from console import jobs
+from console.models import JobStatus
+from console.services import record_audit
 
+from ..chunkstore import CorruptData
+from ..keys import KeyProviderError
 from ..models import VerifyRun
+from ..objectstore import ObjectStoreError
 from ..readback import verify_vault
 
 SAVE_EVERY = 1.0  # seconds between saves of a running verification's report
@@ -29,78 +33,7 @@ def start_verify(*, actor, vault):
 
 
 def _enqueue(run_id):
-    from ..tasks import run_verify_task
-
-    try:
-        run_verify_task.delay(run_id)
-    except Exception as exc:  # the broker is down: say so
-        VerifyRun.objects.filter(pk=run_id).update(
-            status=VerifyRun.Status.FAILED,
-            finished=timezone.now(),
-            report={"error": f"The task queue could not be reached: {exc}"},
-        )
-
-
-def requeue_lost_verify_runs():
-    """Verify runs whose message was lost are queued again (they would wait for ever)."""
-    return requeue_lost_jobs(VerifyRun, _enqueue)
-
-
-def _claim(run_id):
-    """Queued (or running with a dead worker) -> running; None if it is done or another worker has it."""
-    now = timezone.now()
-    with transaction.atomic():
-        run = VerifyRun.objects.select_for_update().filter(pk=run_id).first()
-        if run is None or not run.is_active:
-            return None
-        if run.status == VerifyRun.Status.RUNNING and run.heartbeat and now - run.heartbeat < HEARTBEAT_STALE:
-            return None
-        run.status, run.heartbeat = VerifyRun.Status.RUNNING, now
-        run.save(update_fields=["status", "heartbeat"])
-    return VerifyRun.objects.select_related("vault__region", "vault__kms_key", "vault__account").get(pk=run_id)
-
-
-def run_verify(run_id):
-    """Read the vault back in this worker; the report so far and a heartbeat are saved as it goes."""
-    run = _claim(run_id)
-    if run is None:
-        return None
-
-    saved = time.monotonic()
-
-    def save(report):
-        nonlocal saved
-        if time.monotonic() - saved >= SAVE_EVERY:
-            saved = time.monotonic()
-            VerifyRun.objects.filter(pk=run_id, status=VerifyRun.Status.RUNNING).update(
-                report=report, heartbeat=timezone.now()
-            )
-
-    report = verify_vault(run.vault, on_progress=save)
-    status = VerifyRun.Status.PROBLEMS if report["problems"] else VerifyRun.Status.CLEAN
-    with transaction.atomic():
-        VerifyRun.objects.filter(pk=run_id).update(status=status, report=report, finished=timezone.now())
-        record_audit(
-            actor=None,
-            outcome="success" if not report["problems"] else "failed",
-            problems=len(report["problems"]),
-            **_audit_of(run),
-        )
-    run.refresh_from_db()
-    return run
-
-
-def reap_stale_verify_runs():
-    """Runs whose worker died (no heartbeat for a while) end as failed, saying to start again."""
-    return fail_lost_jobs(
-        VerifyRun.objects.select_related("vault__region", "vault__account"),
-        lambda run: {
-            "status": VerifyRun.Status.FAILED,
-            "finished": timezone.now(),
-            "report": {**run.report, "error": "The worker running this verification stopped. Verify the vault again."},
-        },
-        _audit_of,
-    )
+    jobs.enqueue(VERIFY, run_id)
 
 
 def _audit_of(run):
@@ -112,3 +45,44 @@ def _audit_of(run):
         "account": vault.account,
         "region_code": vault.region.code,
     }
+
+
+VERIFY = jobs.register(
+    jobs.JobKind(
+        model=VerifyRun,
+        task="vaults.tasks.run_verify_task",
+        audit=_audit_of,
+        lost="The worker running this verification stopped. Verify the vault again.",
+        related=("vault__region", "vault__kms_key", "vault__account"),
+        audit_success=False,  # _verify's audit row says whether the vault is damaged
+    )
+)
+
+
+def run_verify(run_id):
+    """Read the vault back in this worker; the report so far and a heartbeat are saved as it goes.
+
+    A run that read everything succeeds, damage found or not (its report lists it, and its
+    audit row says failed when there is any); one that could not read fails with the reason.
+    """
+    return jobs.run(VERIFY, run_id, _verify, expected=(ObjectStoreError, KeyProviderError, CorruptData))
+
+
+def _verify(run):
+    saved = time.monotonic()
+
+    def save(report):
+        nonlocal saved
+        if time.monotonic() - saved >= SAVE_EVERY:
+            saved = time.monotonic()
+            jobs.beat(run, report=report)
+
+    report = verify_vault(run.vault, on_progress=save)
+    with transaction.atomic():
+        jobs.finish(VERIFY, run, JobStatus.SUCCEEDED, report=report)
+        damaged = bool(report["problems"])  # the run went through; the log says whether the vault is sound
+        record_audit(
+            actor=None, outcome="failed" if damaged else "success", problems=len(report["problems"]), **_audit_of(run)
+        )
+    run.refresh_from_db()
+    return run
