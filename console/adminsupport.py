@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 
 from .forms import add_service_errors
+from .models import Account, Region
 
 
 class ServiceAdminForm(forms.ModelForm):
@@ -77,8 +78,6 @@ class ServiceModelAdmin(admin.ModelAdmin):
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         """Account choices are the user's accounts; region choices the enabled regions."""
-        from .models import Account, Region
-
         if db_field.name == "account" and db_field.related_model is Account:
             kwargs["queryset"] = Account.objects.filter(pk__in=self.user_account_ids(request))
         elif db_field.name == "region" and db_field.related_model is Region:
@@ -86,8 +85,6 @@ class ServiceModelAdmin(admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def user_account_ids(self, request):
-        from .models import Account
-
         rows = Account.objects.all()
         if not request.user.is_superuser:
             rows = rows.filter(memberships__user=request.user)

@@ -46,7 +46,7 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
         self.stopped = threading.Event()
 
     def start(self, worker):
-        from console.workers import beat_until
+        from console.workers import beat_until  # models load after the Celery app: when the worker starts
 
         thread = threading.Thread(
             target=beat_until, args=(self.stopped, worker.hostname), name="worker-heartbeat", daemon=True

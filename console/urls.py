@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from . import views
+from .overview import views as overview_views
 
 region_pages = [
     path(
@@ -11,7 +12,7 @@ region_pages = [
         name="policy-center",
         kwargs={"title": "Policy Center", "blurb": "Backup policies of this region will be listed here."},
     ),
-    path("usage/", views.usage, name="usage"),
+    path("usage/", overview_views.usage, name="usage"),
     path("audit-log/", views.audit_log, name="audit-log"),
 ]
 

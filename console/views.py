@@ -8,7 +8,6 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from . import billing
 from .pages import region_page
 from .selectors import SESSION_ACCOUNT_KEY, accounts_of, audit_log_of, enabled_regions
 
@@ -52,22 +51,3 @@ def section(request, account, region, title, blurb):
 def audit_log(request, account, region):
     page = Paginator(audit_log_of(account, region), 50).get_page(request.GET.get("page"))
     return render(request, "console/audit_log.html", {"region": region, "account": account, "page": page})
-
-
-USAGE_VAULTS_PER_PAGE = 50  # the per-vault table, costliest first; `manage.py usage` gives every line
-
-
-@region_page
-def usage(request, account, region):
-    """Rule B3: usage and the resulting charges per vault and per day, for one month."""
-    context = {"region": region, "account": account}
-    try:
-        month = billing.parse_month(request.GET.get("month", ""))
-    except billing.BadMonth as exc:
-        context["error"] = str(exc)
-        month, status = billing.parse_month(""), 400
-    else:
-        status = 200
-    context["usage"] = usage = billing.month_usage(account, region, month)
-    context["page"] = Paginator(usage.vaults, USAGE_VAULTS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "console/usage.html", context, status=status)

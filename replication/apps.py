@@ -7,10 +7,13 @@ class ReplicationConfig(AppConfig):
 
     def ready(self):
         """Hook replication's rules and triggers into the vault services (one place each)."""
+        # imported here, not at the top: the app registry is ready only now
         from vaults import services as vault_services
+        from vaults import views as vault_views
 
-        from . import services, triggers
+        from . import selectors, services, triggers
 
+        vault_views.VAULT_ANNOTATORS.append(selectors.annotate_vaults)
         vault_services.DELETE_GUARDS.append(services.vault_delete_guard)
         vault_services.POINT_DELETE_GUARDS.append(services.point_edit_guard)
         vault_services.LOCK_GUARDS.append(services.lock_guard)

@@ -24,8 +24,14 @@ from vaults.chunkstore import PACK_TARGET, ChunkCodec, manifest_key, new_pack_na
 from vaults.keys import vault_keys
 from vaults.models import BackupPoint, Chunk, PointChunk, Tier, VaultStatus, new_point_id
 from vaults.objectstore import region_store
-from vaults.services import initialize_vault_storage, retry_vault_initialization
-from vaults.services.backups import chunk_pks_of, refresh_data_size
+from vaults.services import (
+    chunk_pks_of,
+    collect_garbage,
+    initialize_vault_storage,
+    refresh_data_size,
+    remove_point,
+    retry_vault_initialization,
+)
 
 from . import lease
 from .models import CrossRegionTraffic, ReplicatedPoint, ReplicationPair
@@ -430,8 +436,6 @@ def _reference_chunks(point, source_point):
 
 def remove_replicas_of_departed_points(pair):
     """Rules R9, R10: a point deleted, expired or archived at the source goes at the target too."""
-    from vaults.services.backups import _remove_point, collect_garbage
-
     standard = BackupPoint.objects.filter(vault=pair.source_vault_id, tier=Tier.STANDARD).values("id")
     departed = ReplicatedPoint.objects.filter(pair=pair, state=ReplicatedPoint.State.COMMITTED).exclude(
         source_point_id__in=standard
@@ -444,7 +448,7 @@ def remove_replicas_of_departed_points(pair):
                 return removed  # a standalone target keeps its points (rule R12)
             if copy.target_point is not None:
                 point_id = copy.target_point.id
-                _remove_point(copy.target_point)
+                remove_point(copy.target_point)
                 record_audit(
                     actor=None,
                     action="remove_replica",

@@ -55,6 +55,13 @@ def replication_of(vaults):
     return result
 
 
+def annotate_vaults(vaults):
+    """`vault.rep` of each vault of a page (the Storage Vaults rows and the vault page show it)."""
+    replication = replication_of(vaults)
+    for vault in vaults:
+        vault.rep = replication[vault.id]
+
+
 def _set_oldest_pending(pairs):
     """The lag of every active pair of a page, in one query (see ReplicationPair.lag_seconds)."""
     if not pairs:

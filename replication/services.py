@@ -7,6 +7,8 @@ condition is set by `note_pair_error` and cleared by `clear_pair_error`.
 
 import logging
 
+from celery import current_app
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
@@ -19,6 +21,7 @@ from vaults import services as vault_services
 from vaults.keys import vault_keys
 from vaults.models import BackupJob, BackupPoint, EncryptionMethod, SourceType, Vault, VaultStatus, VaultType
 
+from .lease import held_elsewhere
 from .models import ReplicationPair
 
 log = logging.getLogger(__name__)
@@ -339,20 +342,19 @@ def stop_replication(*, actor, pair, confirmation=None):
 
 
 def queue_for(region_code):
-    from django.conf import settings
-
     return settings.REPLICATION_QUEUE_TEMPLATE.format(region=region_code)
 
 
 def enqueue_sync(pair_id):
     """Run the pair's sync on the queue of its destination region."""
-    from .tasks import sync_pair_task
-
     pair = ReplicationPair.objects.select_related("target_vault__region").filter(pk=pair_id).first()
     if pair is None or not pair.is_active:
         return
     try:
-        sync_pair_task.apply_async((pair_id,), queue=queue_for(pair.target_vault.region.code))
+        # by the task's name: the tasks module imports the services, not the other way round
+        current_app.send_task(
+            "replication.tasks.sync_pair_task", args=(pair_id,), queue=queue_for(pair.target_vault.region.code)
+        )
     except Exception as exc:  # the broker is down: the periodic reconcile picks it up later
         log.warning("Cannot enqueue the sync of %s: %s", pair_id, exc)
         note_pair_error(pair_id, f"The task queue could not be reached: {exc}")
@@ -412,7 +414,5 @@ def lifecycle_guard(vault):
 
 def gc_guard(vault):
     """A target's garbage waits while another worker copies into it: its new chunks are not referenced yet."""
-    from .lease import held_elsewhere
-
     pairs = ReplicationPair.objects.active().filter(target_vault=vault)
     return any(held_elsewhere(pair) for pair in pairs)

@@ -7,6 +7,7 @@ class RestoreConfig(AppConfig):
 
     def ready(self):
         """Hook restore's guards into the vault services: a vault being read is not deleted or collected."""
+        # imported here, not at the top: the app registry is ready only now
         from vaults import services as vault_services
 
         from . import services

@@ -5,6 +5,7 @@ from django import forms
 from vaults.models import BackupPoint, Vault, VaultType
 
 from .models import Existing, Network, RestoreTarget, TargetKind
+from .services import targets_for
 
 
 class RestoreTargetForm(forms.Form):
@@ -42,8 +43,6 @@ class RestoreJobForm(forms.Form):
             self.fields["point"].queryset = BackupPoint.objects.filter(vault=vault)
         point = self.chosen("point")
         if point is not None:
-            from .services import targets_for
-
             self.fields["target"].queryset = targets_for(point)
 
     @property

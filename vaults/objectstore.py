@@ -19,6 +19,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from storages.backends.s3 import S3Storage
 
+from console.models import Region
+
 from .directio import DIRECT_MIN, DirectWriter, write_all
 from .tenantfs import DIRECTORY, UnsafePath, key_problem, open_regular
 
@@ -298,8 +300,6 @@ def is_valid_bucket_name(name):
 
 def _service_areas():
     """Directories of the service's own data: region stores, keys, the embedded database."""
-    from console.models import Region
-
     areas = {settings.DATA_DIR, Path(settings.OBJECT_STORE["root"]), Path(settings.MASTER_SECRET_FILE).parent}
     areas.add(Path(settings.KMS["local_root"]))
     database = settings.DATABASES["default"]
@@ -351,8 +351,6 @@ def path_refusal(path, account):
 
 def bucket_refusal(bucket):
     """Why an OSS bucket may not be a backup source or a restore target: it is a region's store."""
-    from console.models import Region
-
     for region in Region.objects.all():
         backend, location, *_ = store_config(region)
         if backend == "s3" and location == bucket:

@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from . import services
+from .models import Vault
 
 
 @shared_task(acks_late=True)
@@ -22,8 +23,6 @@ def requeue_stalled_initializations_task():
 
 @shared_task
 def collect_garbage_task():
-    from .models import Vault
-
     for vault_id in Vault.objects.values_list("pk", flat=True):
         services.collect_garbage(vault_id)
     services.clear_removed_areas()

@@ -94,3 +94,13 @@ def test_a_late_message_of_a_finished_job_does_nothing(no_queue, ready):
     again = BackupJob.objects.get(pk=job.pk)
     assert (again.status, again.attempt, again.finished) == (finished.status, finished.attempt, finished.finished)
     assert timezone.now() - again.finished < timedelta(minutes=1)
+
+
+def test_the_tasks_sent_by_name_exist():
+    # services send tasks by name (the tasks modules import the services, not the other way round)
+    from console.celery import app
+
+    app.loader.import_default_modules()
+    names = {kind.task for kind in jobs.KINDS}
+    names |= {"vaults.tasks.initialize_vault_storage_task", "replication.tasks.sync_pair_task"}
+    assert names <= set(app.tasks)

@@ -141,7 +141,7 @@ def test_sync_killed_at_random_moments_resumes_without_resending_and_leaves_no_p
     assert stored_object_bytes(target) <= source_stored + kills * in_flight + MiB, f"seed {seed}"
     # those unindexed packs are orphans: once old enough, garbage collection removes them, and only them
     store = region_store(target.region)
-    old = time.time() - vault_services.backups.ORPHAN_AGE.total_seconds() - 60
+    old = time.time() - vault_services.gc.ORPHAN_AGE.total_seconds() - 60
     for key in store.list_keys(target.storage_prefix):
         os.utime(Path(store.root) / key, (old, old))
     vault_services.collect_garbage(target.id)

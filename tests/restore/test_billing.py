@@ -11,9 +11,9 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from console import billing
-from console.billing import GB
 from console.models import Region
+from console.overview import billing
+from console.overview.billing import GB
 from replication.models import CrossRegionTraffic, ReplicationPair
 from restore.models import Existing, Network, RestoreJob
 from tests.restore.conftest import KiB, make_target, random_bytes, restore, restore_ok, write

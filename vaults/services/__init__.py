@@ -2,31 +2,32 @@
 
 from .backups import (
     BACKUP,
-    BACKUP_GUARDS,
-    GC_GUARDS,
-    POINT_COMMITTED,
-    POINT_DELETE_GUARDS,
-    POINT_REMOVED,
     backup_refusal,
-    collect_garbage,
     commit_point,
     create_backup_source,
     delete_point,
-    note_storage_usage_of_all_vaults,
     point_delete_refusal,
     point_delete_refusals,
-    refresh_data_size,
     run_backup_job,
     start_backup,
     vault_backup_refusal,
 )
 from .buckets import assign_bucket, open_oss_bucket, oss_bucket_refusal, register_bucket
-from .lifecycle import (
+from .gc import collect_garbage, remove_point
+from .hooks import (
+    BACKUP_GUARDS,
+    DELETE_GUARDS,
     EXPIRY_HOLDS,
+    GC_GUARDS,
     LIFECYCLE_GUARDS,
     LOCK_GUARDS,
     POINT_ARCHIVED,
+    POINT_COMMITTED,
+    POINT_DELETE_GUARDS,
+    POINT_REMOVED,
     RETENTION_CHANGED,
+)
+from .lifecycle import (
     archive_due_points,
     archive_point,
     archiving_refusal,
@@ -36,8 +37,8 @@ from .lifecycle import (
     set_archive_after_days,
     set_point_retention,
 )
+from .storage import chunk_pks_of, note_storage_usage_of_all_vaults, refresh_data_size
 from .vaults import (
-    DELETE_GUARDS,
     adopt_chunk_id_key,
     clear_removed_areas,
     create_kms_key,
@@ -53,6 +54,8 @@ from .vaults import (
 from .verify import VERIFY, run_verify, start_verify
 
 __all__ = [
+    "chunk_pks_of",
+    "remove_point",
     "BACKUP",
     "VERIFY",
     "LIFECYCLE_GUARDS",

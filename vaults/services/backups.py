@@ -11,7 +11,6 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from console import jobs
@@ -34,11 +33,8 @@ from ..models import (
     BackupJob,
     BackupPoint,
     BackupSource,
-    Chunk,
-    Pack,
     PointChunk,
     SourceType,
-    StorageUsage,
     Vault,
     VaultStatus,
     VaultType,
@@ -51,24 +47,16 @@ from ..objectstore import (
     path_refusal,
     region_store,
 )
+from ..readback import PointReader
 from ..tenantfs import clean_prefix, prefix_refusal
 from .buckets import open_oss_bucket, oss_bucket_refusal
+from .gc import _forget_object, collect_garbage, remove_point
+from .hooks import BACKUP_GUARDS, POINT_COMMITTED, points_edit_refusal
+from .storage import chunk_pks_of, refresh_data_size
 
 log = logging.getLogger(__name__)
 
 MAX_RETENTION_DAYS = 36500
-
-# Callables other apps add; each gets a committed point (replication: copy it, rule R8).
-POINT_COMMITTED = []
-# Checks other apps add before a vault's points are deleted or changed by hand; each gets the vault and
-# returns a reason or None (rule R9).
-POINT_DELETE_GUARDS = []
-# Hooks (vault) -> True while another app's work in flight needs the vault's unreferenced chunks.
-GC_GUARDS = []
-# Checks other apps add before a backup starts; each gets (vault, source), returns a reason or None.
-BACKUP_GUARDS = []
-# Callables other apps add; each gets (point id, vault id) of a point that was deleted or expired (rule R9).
-POINT_REMOVED = []
 
 
 class BackupFailed(Exception):
@@ -305,8 +293,6 @@ def _run(job):
 
 def _parent_entries(vault, source):
     """The entries of the source's latest point in this vault, by path (empty if none or unreadable)."""
-    from ..readback import PointReader
-
     point = BackupPoint.objects.filter(vault=vault, source=source).select_related("vault__region").first()
     if point is None:
         return {}
@@ -387,53 +373,6 @@ def commit_point(*, job, entries, refs, stored_bytes, codec, store, warnings=())
     return point
 
 
-def chunk_pks_of(vault, chunk_ids, batch=1000):
-    """{chunk id: row id} of the given ids that the vault holds, in batches."""
-    ids = list(chunk_ids)
-    found = {}
-    for i in range(0, len(ids), batch):
-        rows = Chunk.objects.filter(vault=vault, chunk_id__in=ids[i : i + batch]).values_list("chunk_id", "pk")
-        found.update((bytes(cid), pk) for cid, pk in rows)
-    return found
-
-
-def _forget_object(store, key):
-    try:
-        store.delete(key)
-    except ObjectStoreError:
-        log.warning("Could not remove %s after a failed commit", key)
-
-
-def refresh_data_size(vault):
-    """Rule V6: the bytes the vault occupies in its store (packs after dedup, plus manifests)."""
-    packs = Pack.objects.filter(vault=vault).aggregate(n=Sum("size"))["n"] or 0
-    manifests = BackupPoint.objects.filter(vault=vault).aggregate(n=Sum("manifest_size"))["n"] or 0
-    Vault.objects.filter(pk=vault.pk).update(data_size=packs + manifests)
-    note_storage_usage(vault, packs + manifests)
-
-
-def note_storage_usage(vault, size):
-    """Rule B1: storage is billed on each day's largest Storage Vault Data Size of the vault."""
-    row, created = StorageUsage.objects.get_or_create(
-        vault_id=vault.pk,
-        day=timezone.now().date(),
-        defaults={
-            "vault_label": f"{vault.name} ({vault.pk})",
-            "account_id": vault.account_id,
-            "region_id": vault.region_id,
-            "peak_bytes": size,
-        },
-    )
-    if not created:
-        StorageUsage.objects.filter(pk=row.pk, peak_bytes__lt=size).update(peak_bytes=size)
-
-
-def note_storage_usage_of_all_vaults():
-    """Every vault's size counts each day, also on days nothing changes it (the hourly task)."""
-    for vault in Vault.objects.only("pk", "name", "account_id", "region_id", "data_size").iterator():
-        note_storage_usage(vault, vault.data_size)
-
-
 def point_delete_refusal(point, *, now=None):
     """Why a point cannot be deleted by hand now, or None (rules L1, R9)."""
     return point_delete_refusals(point.vault, [point], now=now)[point.pk]
@@ -450,15 +389,6 @@ def point_delete_refusals(vault, points, *, now=None):
         else:
             refusals[point.pk] = vault_reason
     return refusals
-
-
-def points_edit_refusal(vault):
-    """Why no point of the vault can be deleted or changed by hand now (another app's rule), or None."""
-    for guard in POINT_DELETE_GUARDS:
-        reason = guard(vault)
-        if reason:
-            return reason
-    return None
 
 
 def delete_point(*, actor, point):
@@ -479,7 +409,7 @@ def delete_point(*, actor, point):
             reason = point_delete_refusal(locked)
             if reason:
                 raise ValidationError(reason)
-            _remove_point(locked)
+            remove_point(locked)
             record_audit(
                 actor=actor,
                 action="delete_point",
@@ -490,87 +420,3 @@ def delete_point(*, actor, point):
                 vault=vault.id,
             )
     collect_garbage(vault.pk)
-
-
-def _remove_point(point):
-    """The point's rows go now; its manifest object and unneeded chunks go with garbage collection."""
-    Pack.objects.get_or_create(
-        vault=point.vault, key=point.manifest_key, defaults={"size": point.manifest_size, "is_garbage": True}
-    )
-    point_id, vault_id = point.id, point.vault_id
-    point.delete()
-    for listener in POINT_REMOVED:
-        transaction.on_commit(lambda listener=listener: listener(point_id, vault_id))
-
-
-def collect_garbage(vault_id):
-    """Delete chunks no point references, rewrite packs that became sparse, then delete empty pack objects.
-
-    Skipped while a backup of the vault is running, so a chunk a running job has
-    just reused is never deleted (backups start under the same row lock), and while a
-    GC_GUARDS hook says so (a replication copying into the vault).
-    """
-    from .lifecycle import repack_sparse_packs
-
-    with transaction.atomic():
-        vault = Vault.objects.select_for_update().select_related("region").filter(pk=vault_id).first()
-        if vault is None:
-            return None
-        if jobs.active(BackupJob.objects.filter(vault=vault, status=JobStatus.RUNNING)).exists():
-            return None
-        if any(guard(vault) for guard in GC_GUARDS):
-            return None
-        dead = Chunk.objects.filter(vault=vault, pointchunk__isnull=True)
-        dead_count = dead.count()
-        Chunk.objects.filter(pk__in=dead.values("pk")).delete()
-    repacked = repack_sparse_packs(vault)
-    with transaction.atomic():
-        Pack.objects.filter(vault=vault, is_garbage=False, chunks__isnull=True).exclude(
-            key__contains="/manifests/"
-        ).update(is_garbage=True)
-        doomed = list(Pack.objects.filter(vault=vault, is_garbage=True).values_list("pk", "key"))
-    store = region_store(vault.region)
-    removed = []
-    for pk, key in doomed:
-        try:
-            store.delete(key)
-        except ObjectStoreError:
-            log.warning("Could not delete %s; the next collection retries", key)
-            continue
-        removed.append(pk)
-    Pack.objects.filter(pk__in=removed).delete()
-    refresh_data_size(vault)
-    return {
-        "chunks": dead_count,
-        "repacked": repacked,
-        "objects": len(removed),
-        "orphans": sweep_orphans(vault, store),
-    }
-
-
-# Older than this, an object no row names is an orphan: a worker writes a pack's or a manifest's row
-# seconds after the object, so only a worker that died in between leaves one.
-ORPHAN_AGE = timedelta(hours=1)
-
-
-def sweep_orphans(vault, store):
-    """Delete the vault's stored objects that no row names (packs, archive packs, manifests, torn writes).
-
-    A worker killed after an upload and before its index row leaves such an object:
-    never read, but it takes space and Storage Vault Data Size does not count it.
-    """
-    known = set(Pack.objects.filter(vault=vault).values_list("key", flat=True))
-    known.update(BackupPoint.objects.filter(vault=vault).values_list("manifest_key", flat=True))
-    cutoff = timezone.now() - ORPHAN_AGE
-    swept = 0
-    try:
-        for area in ("packs/", "archive/", "manifests/"):
-            for key, modified in store.list_objects(vault.storage_prefix + area):
-                if key not in known and modified < cutoff:
-                    store.delete(key)
-                    swept += 1
-    except ObjectStoreError as exc:
-        log.warning("Sweeping %s stopped, the next collection goes on: %s", vault.id, exc)
-    if swept:
-        log.info("Removed %s orphan objects of %s", swept, vault.id)
-    return swept

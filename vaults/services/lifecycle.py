@@ -6,39 +6,22 @@ archive-tier packs; what a standard point still shares stays where it is.
 """
 
 import logging
-from collections import defaultdict
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 
 from console.services import audit_refusals, record_audit
 
-from ..chunkstore import PACK_TARGET, new_pack_name, pack_key
-from ..models import BackupPoint, Chunk, Pack, Tier, Vault, VaultType
-from ..objectstore import region_store
-from .backups import _remove_point, collect_garbage, points_edit_refusal, refresh_data_size
+from ..models import BackupPoint, Chunk, Tier, Vault, VaultType
+from .gc import collect_garbage, remove_point, rewrite_chunks
+from .hooks import EXPIRY_HOLDS, LIFECYCLE_GUARDS, LOCK_GUARDS, POINT_ARCHIVED, RETENTION_CHANGED, points_edit_refusal
 
 log = logging.getLogger(__name__)
 
 BRING_BACK_DAYS = 7
-REPACK_BELOW = 0.5  # a pack whose live chunks fill less than this is rewritten by garbage collection
-
-# Callables other apps add; each gets a point that moved to the archive tier (replication: rule R10).
-POINT_ARCHIVED = []
-# Checks other apps add before a backup lock is turned on; each returns a reason or None.
-LOCK_GUARDS = []
-# Checks other apps add before a vault's own lifecycle rules change; each returns a reason or None
-# (replication: a replication target follows its source's lifecycle until it is standalone).
-LIFECYCLE_GUARDS = []
-# Checks other apps add before an expired point is deleted; each returns True to keep it for now
-# (replication: a target's copy goes with its source point while the pair runs, rule R9).
-EXPIRY_HOLDS = []
-# Callables other apps add; each gets a point whose retention changed, inside that transaction
-# (replication: the copy at a running pair's target keeps the source's retention, rule R9).
-RETENTION_CHANGED = []
 
 
 def set_point_retention(*, actor, point, expires):
@@ -113,7 +96,7 @@ def expire_points(now=None):
             locked = BackupPoint.objects.select_for_update().filter(pk=point.pk, expires__lte=now).first()
             if locked is None:
                 continue
-            _remove_point(locked)
+            remove_point(locked)
             record_audit(
                 actor=None,
                 action="expire_point",
@@ -245,55 +228,3 @@ def bring_back_point(*, actor, point, days=BRING_BACK_DAYS):
             )
     collect_garbage(vault.pk)
     return locked
-
-
-def rewrite_chunks(vault, chunks, *, tier):
-    """Copy chunks (still sealed) into new packs of a tier and point the index at them.
-
-    The old packs keep their copies until garbage collection finds them unneeded;
-    so a crash in between loses nothing, it only leaves space to reclaim.
-    """
-    store = region_store(vault.region)
-    archive = tier == Tier.ARCHIVE
-    by_pack = defaultdict(list)
-    for chunk in chunks.select_related("pack"):
-        by_pack[chunk.pack].append(chunk)
-    buf, placed = bytearray(), []
-
-    def flush():
-        if not placed:
-            return
-        key = pack_key(vault, new_pack_name(), archive=archive)
-        store.put(key, bytes(buf), archive=archive)
-        pack = Pack.objects.create(vault=vault, key=key, size=len(buf), tier=tier)
-        for chunk, offset in placed:
-            Chunk.objects.filter(pk=chunk.pk).update(pack=pack, offset=offset)
-        buf.clear()
-        placed.clear()
-
-    for pack, members in by_pack.items():
-        data = store.get(pack.key)
-        for chunk in members:
-            placed.append((chunk, len(buf)))
-            buf += data[chunk.offset : chunk.offset + chunk.length]
-            if len(buf) >= PACK_TARGET:
-                flush()
-    flush()
-
-
-def repack_sparse_packs(vault):
-    """Rewrite packs mostly made of deleted chunks, so the vault's size shrinks to what is needed."""
-    sparse = (
-        Pack.objects.filter(vault=vault, is_garbage=False)
-        .exclude(key__contains="/manifests/")
-        .annotate(live=Sum("chunks__length"), n=Count("chunks"))
-        .filter(n__gt=0)
-    )
-    rewritten = 0
-    for pack in sparse:
-        if pack.live < pack.size * REPACK_BELOW:
-            rewrite_chunks(vault, Chunk.objects.filter(pack=pack), tier=pack.tier)
-            rewritten += 1
-    if rewritten:
-        refresh_data_size(vault)
-    return rewritten

@@ -7,6 +7,7 @@ tasks all call these, so each rule below is checked in exactly one place.
 import json
 import logging
 
+from celery import current_app
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
@@ -17,9 +18,10 @@ from console.jobs import QUEUED_STALE, send_again
 from console.models import Account, ResourceGroup
 from console.services import audit_refusals, record_audit
 
-from ..keys import KeyProviderError, kms_provider, new_data_key, wrap_data_key
+from ..keys import KeyProviderError, kms_provider, new_data_key, vault_keys, wrap_data_key
 from ..models import (
     BackupJob,
+    Chunk,
     EncryptionMethod,
     KmsKey,
     RemovedVaultArea,
@@ -29,16 +31,15 @@ from ..models import (
     new_vault_id,
 )
 from ..objectstore import ObjectStoreError, region_store, store_config
-from .backups import ORPHAN_AGE
+from .gc import ORPHAN_AGE
+from .hooks import DELETE_GUARDS
+from .lifecycle import lock_refusal
 
 log = logging.getLogger(__name__)
 
 NAME_MAX = 64
 DESCRIPTION_MAX = 255
 MAX_TARGETS_PER_REGION = 5  # rule R4: Replication Target vaults of an account in one region
-
-# Checks other apps add (replication: rule V7/R13); each returns a reason or None.
-DELETE_GUARDS = []
 
 
 def _clean_name(name, what="vault"):
@@ -179,10 +180,8 @@ def _build_vault(
 
 
 def _enqueue_initialization(vault_id):
-    from ..tasks import initialize_vault_storage_task
-
-    try:
-        initialize_vault_storage_task.delay(vault_id)
+    try:  # by the task's name: the tasks module imports the services, not the other way round
+        current_app.send_task("vaults.tasks.initialize_vault_storage_task", args=(vault_id,))
     except Exception:  # the broker is down: the vault stays Initializing and says why
         log.exception("Cannot enqueue storage initialization of %s", vault_id)
         Vault.objects.filter(pk=vault_id, status=VaultStatus.INITIALIZING).update(
@@ -396,8 +395,6 @@ def clear_removed_areas():
 
 def enable_backup_lock(*, actor, vault, confirmation=None):
     """Rule L1: once on, never off; `confirmation` (the vault's name) where a person confirms."""
-    from .lifecycle import lock_refusal
-
     with (
         audit_refusals(
             "enable_backup_lock",
@@ -464,9 +461,6 @@ def create_kms_key(*, actor, account, region, alias):
 
 def adopt_chunk_id_key(vault, chunk_id_key):
     """An empty vault takes another vault's chunk-id key (a replication target takes its source's)."""
-    from ..keys import vault_keys
-    from ..models import Chunk
-
     if vault_keys(vault).chunk_id_key == chunk_id_key:
         return vault
     if Chunk.objects.filter(vault=vault).exists():

@@ -7,9 +7,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from console import billing
 from console.commandsupport import lookup
 from console.models import Account, Region
+from console.overview import billing
 
 
 class Command(BaseCommand):

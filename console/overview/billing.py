@@ -16,6 +16,10 @@ from django.conf import settings
 from django.db.models import Max, Sum
 from django.utils import timezone
 
+from replication.models import CrossRegionTraffic
+from restore.models import RestoreJob
+from vaults.models import StorageUsage
+
 GB = Decimal(10**9)
 CENT = Decimal("0.0001")
 
@@ -99,10 +103,6 @@ def month_usage(account, region, month, today=None):
 
     Sums are taken by the database (a region of a thousand vaults has 30,000 storage days a month).
     """
-    from replication.models import CrossRegionTraffic
-    from restore.models import RestoreJob
-    from vaults.models import StorageUsage
-
     today = today or timezone.now().date()
     days_in_month = calendar.monthrange(month.year, month.month)[1]
     end = month + timedelta(days=days_in_month)
