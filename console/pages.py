@@ -8,10 +8,12 @@ answer with `render_page`, `done` or `poll`.
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
+from .forms import add_service_errors
 from .selectors import current_account, region_or_404
 from .services import SUBMISSION_FIELD, once, submitted_before
 
@@ -68,6 +70,30 @@ def jobs_page(request, template, table, jobs, context, per_page=25):
     if request.htmx and request.htmx.target == table:
         return poll(render(request, f"{template}#{table}", context), settled=not active)
     return render(request, template, context)
+
+
+def create_dialog(request, form, *, template, context, action, model, create, then):
+    """A create dialog: on a valid POST, `create(cleaned_data)` once per submission, then go to `then(made)`.
+
+    A repeat of a submission goes where the first went; a refusal re-renders the dialog with
+    the service's errors and 422; a GET with data (a choice changed) re-renders it without
+    errors. `context(form)` gives the template what it shows besides the form.
+    """
+    status = 200
+    if request.method == "POST":
+        if (made := repeated(request, action, model)) is not None:
+            return done(request, then(made))
+        if form.is_valid():
+            try:
+                made = create_once(request, action, model, lambda: create(form.cleaned_data))
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                return done(request, then(made))
+        status = 422
+    elif form.is_bound:
+        form.errors.clear()  # a re-render for a changed choice is not a submission
+    return render_page(request, template, {**context(form), "form": form}, status=status)
 
 
 def repeated(request, action, model):

@@ -14,7 +14,7 @@ import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -22,13 +22,13 @@ from console.services import record_audit
 from vaults.backup import index_pack
 from vaults.chunkstore import PACK_TARGET, ChunkCodec, manifest_key, new_pack_name, pack_key, short_gil_turns
 from vaults.keys import vault_keys
-from vaults.models import BackupPoint, Chunk, PointChunk, Tier, VaultStatus, new_point_id
+from vaults.models import BackupPoint, Chunk, Tier, VaultStatus, new_point_id
 from vaults.objectstore import region_store
 from vaults.services import (
     chunk_pks_of,
     collect_garbage,
+    commit_replica_point,
     initialize_vault_storage,
-    refresh_data_size,
     remove_point,
     retry_vault_initialization,
 )
@@ -370,25 +370,15 @@ def _commit_copy(pair, copy, source_point, target_point_id, target_key, manifest
         row = ReplicatedPoint.objects.select_for_update().get(pk=copy.pk)
         if row.state != ReplicatedPoint.State.PENDING:
             raise PairStopped(f"{source_point.id} was handled meanwhile.")
-        # its retention as of now: a change made during the copy is not lost (set_point_retention locks it too)
-        current = BackupPoint.objects.select_for_update().filter(pk=source_point.pk).first()
-        point = BackupPoint.objects.create(
-            id=target_point_id,
+        point = commit_replica_point(
+            source_point=source_point,
             vault=target,
-            source=None,
-            source_type=source_point.source_type,
-            source_location=source_point.source_location,
-            created=source_point.created,
-            expires=(current or source_point).expires,
-            tier=Tier.STANDARD,
-            files=source_point.files,
-            size=source_point.size,
-            stored_bytes=sent,
+            point_id=target_point_id,
             manifest_key=target_key,
             manifest_size=manifest_size,
+            stored_bytes=sent,
+            chunks=chunks,
         )
-        if _reference_chunks(point, source_point) != chunks:
-            raise RuntimeError(f"Chunks of {source_point.id} are missing at the target; the copy is retried.")
         now = timezone.now()
         row.state, row.target_point, row.committed, row.bytes_sent = ReplicatedPoint.State.COMMITTED, point, now, sent
         row.save(update_fields=["state", "target_point", "committed", "bytes_sent"])
@@ -401,7 +391,6 @@ def _commit_copy(pair, copy, source_point, target_point_id, target_key, manifest
             updates["last_replicated"] = source_point.created
         if updates:
             ReplicationPair.objects.filter(pk=pair.pk).update(**updates)
-        refresh_data_size(target)
         record_audit(
             actor=None,
             action="replicate_point",
@@ -414,24 +403,6 @@ def _commit_copy(pair, copy, source_point, target_point_id, target_key, manifest
             bytes_sent=sent,
         )
     return point
-
-
-def _reference_chunks(point, source_point):
-    """Give the target point the target's index rows of the source point's chunks; return how many.
-
-    One INSERT ... SELECT: a point of a million chunks is linked without a row
-    passing through Python.
-    """
-    quote = connection.ops.quote_name
-    point_chunk, chunk = quote(PointChunk._meta.db_table), quote(Chunk._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {point_chunk} (point_id, chunk_id) SELECT %s, t.id FROM {chunk} t "
-            f"WHERE t.vault_id = %s AND t.chunk_id IN (SELECT s.chunk_id FROM {chunk} s "
-            f"JOIN {point_chunk} r ON r.chunk_id = s.id WHERE r.point_id = %s)",
-            [point.pk, point.vault_id, source_point.pk],
-        )
-        return cursor.rowcount
 
 
 def remove_replicas_of_departed_points(pair):

@@ -10,7 +10,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from console.forms import add_service_errors
-from console.pages import create_once, done, poll, region_page, render_page, repeated
+from console.pages import create_dialog, done, poll, region_page, render_page
 from vaults import selectors as vault_selectors
 
 from . import services
@@ -53,31 +53,25 @@ def _start(actor, vault, form):
 def initiate(request, account, region, vault_id):
     """Rule R6: Configure backup vault replication -> the Initiate Backup Vault Replication panel."""
     vault = vault_selectors.vault_or_404(account, vault_id, region)
-    submitted = request.method == "POST"
-    form = InitiateReplicationForm(request.POST if submitted else (request.GET or None), source_vault=vault)
-    status = 200
-    if submitted:
-        if repeated(request, "start_replication", ReplicationPair) is not None:
-            return _back_to_list(request, region)
-        if form.is_valid():
-            try:
-                create_once(request, "start_replication", ReplicationPair, lambda: _start(request.user, vault, form))
-            except ValidationError as exc:
-                add_service_errors(form, exc)
-            else:
-                return _back_to_list(request, region)
-        status = 422
-    elif form.is_bound:
-        form.errors.clear()  # a re-render for a changed region or mode is not a submission
-    context = {
-        "account": account,
-        "region": region,
-        "vault": vault,
-        "form": form,
-        "partial": "initiate-dialog",
-        "refusal": services.replication_refusal(vault),
-    }
-    return render_page(request, "replication/initiate.html", context, status=status)
+    form = InitiateReplicationForm(
+        request.POST if request.method == "POST" else (request.GET or None), source_vault=vault
+    )
+    return create_dialog(
+        request,
+        form,
+        template="replication/initiate.html",
+        context=lambda form: {
+            "account": account,
+            "region": region,
+            "vault": vault,
+            "partial": "initiate-dialog",
+            "refusal": services.replication_refusal(vault),
+        },
+        action="start_replication",
+        model=ReplicationPair,
+        create=lambda data: _start(request.user, vault, form),
+        then=lambda pair: reverse("vaults:list", kwargs={"region": region.code}),
+    )
 
 
 @region_page

@@ -1,11 +1,9 @@
 """Restore Targets and Restore Jobs pages, the Create restore job dialog and its progress."""
 
-from django.core.exceptions import ValidationError
 from django.shortcuts import render
 from django.urls import reverse
 
-from console.forms import add_service_errors
-from console.pages import create_once, done, jobs_page, region_page, render_page, repeated
+from console.pages import create_dialog, jobs_page, region_page
 
 from . import selectors, services
 from .forms import RestoreJobForm, RestoreTargetForm
@@ -20,28 +18,19 @@ def target_list(request, account, region):
 
 @region_page
 def target_create(request, account, region):
-    form = RestoreTargetForm(request.POST or None)
-    status = 200
-    if request.method == "POST":
-        if repeated(request, "create_restore_target", RestoreTarget) is not None:
-            return done(request, reverse("restore:targets", kwargs={"region": region.code}))
-        if form.is_valid():
-            try:
-                create_once(
-                    request,
-                    "create_restore_target",
-                    RestoreTarget,
-                    lambda: services.create_restore_target(
-                        actor=request.user, account=account, region=region, **form.cleaned_data
-                    ),
-                )
-            except ValidationError as exc:
-                add_service_errors(form, exc)
-            else:
-                return done(request, reverse("restore:targets", kwargs={"region": region.code}))
-        status = 422
-    context = {"account": account, "region": region, "form": form, "partial": "target-dialog"}
-    return render_page(request, "restore/target_create.html", context, status=status)
+    def create(data):
+        return services.create_restore_target(actor=request.user, account=account, region=region, **data)
+
+    return create_dialog(
+        request,
+        RestoreTargetForm(request.POST or None),
+        template="restore/target_create.html",
+        context=lambda form: {"account": account, "region": region, "partial": "target-dialog"},
+        action="create_restore_target",
+        model=RestoreTarget,
+        create=create,
+        then=lambda target: reverse("restore:targets", kwargs={"region": region.code}),
+    )
 
 
 @region_page
@@ -54,48 +43,41 @@ def job_list(request, account, region):
 @region_page
 def job_create(request, account, region):
     """Create restore job: vault, then its points, then the targets that fit the point (htmx re-renders)."""
-    submitted = request.method == "POST"
-    form = RestoreJobForm(request.POST if submitted else (request.GET or None), account=account, region=region)
-    status = 200
-    if submitted:
-        if repeated(request, "start_restore", RestoreJob) is not None:
-            return done(request, reverse("restore:list", kwargs={"region": region.code}))
-        if form.is_valid():
-            data = form.cleaned_data
-            try:
-                create_once(
-                    request,
-                    "start_restore",
-                    RestoreJob,
-                    lambda: services.start_restore(
-                        actor=request.user,
-                        point=data["point"],
-                        target=data["target"],
-                        sub_path=data["sub_path"],
-                        existing=data["existing"],
-                    ),
-                )
-            except ValidationError as exc:
-                add_service_errors(form, exc)
-            else:
-                return done(request, reverse("restore:list", kwargs={"region": region.code}))
-        status = 422
-    elif form.is_bound:
-        form.errors.clear()  # a re-render for a changed vault or point is not a submission
-    point = form.chosen("point")
-    point_options, points_total = form.point_options() if form.chosen_vault else ([], 0)
-    context = {
-        "vault_options": form.vault_options(),
-        "point_options": point_options,
-        "points_total": points_total,
-        "account": account,
-        "region": region,
-        "form": form,
-        "partial": "restore-dialog",
-        "point": point,
-        "refusal_hint": _hint(point, form),
-    }
-    return render_page(request, "restore/job_create.html", context, status=status)
+    data = request.POST if request.method == "POST" else (request.GET or None)
+
+    def create(data):
+        return services.start_restore(
+            actor=request.user,
+            point=data["point"],
+            target=data["target"],
+            sub_path=data["sub_path"],
+            existing=data["existing"],
+        )
+
+    def context(form):
+        point = form.chosen("point")
+        point_options, points_total = form.point_options() if form.chosen_vault else ([], 0)
+        return {
+            "account": account,
+            "region": region,
+            "partial": "restore-dialog",
+            "vault_options": form.vault_options(),
+            "point_options": point_options,
+            "points_total": points_total,
+            "point": point,
+            "refusal_hint": _hint(point, form),
+        }
+
+    return create_dialog(
+        request,
+        RestoreJobForm(data, account=account, region=region),
+        template="restore/job_create.html",
+        context=context,
+        action="start_restore",
+        model=RestoreJob,
+        create=create,
+        then=lambda job: reverse("restore:list", kwargs={"region": region.code}),
+    )
 
 
 def _hint(point, form):

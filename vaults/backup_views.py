@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from console.forms import add_service_errors
-from console.pages import create_once, done, jobs_page, region_page, render_page, repeated
+from console.pages import create_dialog, done, jobs_page, region_page, render_page
 
 from . import selectors, services
 from .forms import BackupSourceForm, BackupStartForm, BucketRegisterForm
@@ -51,28 +51,19 @@ def bucket_register(request, account, region):
 
 @region_page
 def source_create(request, account, region):
-    form = BackupSourceForm(request.POST or None)
-    status = 200
-    if request.method == "POST":
-        if repeated(request, "create_backup_source", BackupSource) is not None:
-            return done(request, reverse("backups:sources", kwargs={"region": region.code}))
-        if form.is_valid():
-            try:
-                create_once(
-                    request,
-                    "create_backup_source",
-                    BackupSource,
-                    lambda: services.create_backup_source(
-                        actor=request.user, account=account, region=region, **form.cleaned_data
-                    ),
-                )
-            except ValidationError as exc:
-                add_service_errors(form, exc)
-            else:
-                return done(request, reverse("backups:sources", kwargs={"region": region.code}))
-        status = 422
-    context = {"account": account, "region": region, "form": form, "partial": "source-dialog"}
-    return render_page(request, "vaults/source_create.html", context, status=status)
+    def create(data):
+        return services.create_backup_source(actor=request.user, account=account, region=region, **data)
+
+    return create_dialog(
+        request,
+        BackupSourceForm(request.POST or None),
+        template="vaults/source_create.html",
+        context=lambda form: {"account": account, "region": region, "partial": "source-dialog"},
+        action="create_backup_source",
+        model=BackupSource,
+        create=create,
+        then=lambda source: reverse("backups:sources", kwargs={"region": region.code}),
+    )
 
 
 @region_page
@@ -85,40 +76,26 @@ def job_list(request, account, region):
 @region_page
 def backup_start(request, account, region, vault_id):
     vault = selectors.vault_or_404(account, vault_id, region)
-    form = BackupStartForm(request.POST or None, account=account, region=region)
-    status = 200
-    if request.method == "POST":
-        if repeated(request, "start_backup", BackupJob) is not None:
-            return done(request, reverse("backups:list", kwargs={"region": region.code}))
-        if form.is_valid():
-            data = form.cleaned_data
-            try:
-                create_once(
-                    request,
-                    "start_backup",
-                    BackupJob,
-                    lambda: services.start_backup(
-                        actor=request.user,
-                        vault=vault,
-                        source=data["source"],
-                        retention_days=data["retention_days"],
-                        fail_on_change=data["fail_on_change"],
-                    ),
-                )
-            except ValidationError as exc:
-                add_service_errors(form, exc)
-            else:
-                return done(request, reverse("backups:list", kwargs={"region": region.code}))
-        status = 422
-    context = {
-        "account": account,
-        "region": region,
-        "vault": vault,
-        "form": form,
-        "partial": "backup-dialog",
-        "refusal": services.vault_backup_refusal(vault),
-    }
-    return render_page(request, "vaults/backup_start.html", context, status=status)
+
+    def create(data):
+        return services.start_backup(actor=request.user, vault=vault, **data)
+
+    return create_dialog(
+        request,
+        BackupStartForm(request.POST or None, account=account, region=region),
+        template="vaults/backup_start.html",
+        context=lambda form: {
+            "account": account,
+            "region": region,
+            "vault": vault,
+            "partial": "backup-dialog",
+            "refusal": services.vault_backup_refusal(vault),
+        },
+        action="start_backup",
+        model=BackupJob,
+        create=create,
+        then=lambda job: reverse("backups:list", kwargs={"region": region.code}),
+    )
 
 
 @require_POST

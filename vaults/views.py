@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from console.forms import add_service_errors
-from console.pages import create_once, done, poll, region_page, render_page, repeated
+from console.pages import create_dialog, create_once, done, poll, region_page, render_page
 
 from . import selectors, services
 from .forms import ArchivingForm, PointFilterForm, VaultCreateForm, VaultDeleteForm
@@ -46,38 +46,19 @@ def vault_list(request, account, region):
 
 @region_page
 def vault_create(request, account, region):
-    form = VaultCreateForm(request.POST or None, account=account, region=region)
-    status = 200
-    if request.method == "POST":
-        if (made := repeated(request, "create_vault", Vault)) is not None:
-            return done(request, reverse("vaults:detail", kwargs={"region": region.code, "vault_id": made.id}))
-        if form.is_valid():
-            data = form.cleaned_data
-            try:
-                vault = create_once(
-                    request,
-                    "create_vault",
-                    Vault,
-                    lambda: services.create_vault(
-                        actor=request.user,
-                        account=account,
-                        region=region,
-                        name=data["name"],
-                        description=data["description"],
-                        resource_group=data["resource_group"],
-                        vault_type=data["vault_type"],
-                        encryption_method=data["encryption_method"],
-                        kms_key=data["kms_key"],
-                    ),
-                )
-            except ValidationError as exc:
-                add_service_errors(form, exc)
-            else:
-                url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
-                return done(request, url)
-        status = 422
-    context = {"account": account, "region": region, "form": form, "partial": "create-dialog"}
-    return render_page(request, "vaults/vault_create.html", context, status=status)
+    def create(data):
+        return services.create_vault(actor=request.user, account=account, region=region, **data)
+
+    return create_dialog(
+        request,
+        VaultCreateForm(request.POST or None, account=account, region=region),
+        template="vaults/vault_create.html",
+        context=lambda form: {"account": account, "region": region, "partial": "create-dialog"},
+        action="create_vault",
+        model=Vault,
+        create=create,
+        then=lambda vault: reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id}),
+    )
 
 
 @region_page

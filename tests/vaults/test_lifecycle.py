@@ -175,7 +175,7 @@ def test_repacking_shrinks_packs_left_mostly_empty(vault, account, region, tmp_p
 @pytest.mark.parametrize("backend", ["local", "s3"])
 def test_objects_no_row_names_are_swept_once_old(request, backend, vault, make_vault, account, region, tree):
     # a worker killed between an upload and its index row leaves an orphan: garbage collection removes it
-    from vaults.services import backups
+    from vaults.services import gc
 
     if backend == "s3":
         request.getfixturevalue("s3_stores")
@@ -194,11 +194,11 @@ def test_objects_no_row_names_are_swept_once_old(request, backend, vault, make_v
     assert set(orphans) <= set(store.list_keys(vault.storage_prefix))
 
     if backend == "local":
-        old = (timezone.now() - backups.ORPHAN_AGE - timedelta(minutes=1)).timestamp()
+        old = (timezone.now() - gc.ORPHAN_AGE - timedelta(minutes=1)).timestamp()
         for path in [store.root / key for key in orphans] + [torn]:
             os.utime(path, (old, old))
     else:  # S3 sets LastModified itself: here every object is old enough
-        request.getfixturevalue("monkeypatch").setattr(backups, "ORPHAN_AGE", timedelta(0))
+        request.getfixturevalue("monkeypatch").setattr(gc, "ORPHAN_AGE", timedelta(0))
     assert services.collect_garbage(vault.id)["orphans"] == (3 if backend == "local" else 2)
     assert set(store.list_keys(vault.storage_prefix)) == before
     if backend == "local":

@@ -4,6 +4,7 @@ from .backups import (
     BACKUP,
     backup_refusal,
     commit_point,
+    commit_replica_point,
     create_backup_source,
     delete_point,
     point_delete_refusal,
@@ -54,6 +55,7 @@ from .vaults import (
 from .verify import VERIFY, run_verify, start_verify
 
 __all__ = [
+    "commit_replica_point",
     "chunk_pks_of",
     "remove_point",
     "BACKUP",

@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from console import jobs
@@ -33,8 +33,10 @@ from ..models import (
     BackupJob,
     BackupPoint,
     BackupSource,
+    Chunk,
     PointChunk,
     SourceType,
+    Tier,
     Vault,
     VaultStatus,
     VaultType,
@@ -371,6 +373,53 @@ def commit_point(*, job, entries, refs, stored_bytes, codec, store, warnings=())
         _forget_object(store, key)
         raise
     return point
+
+
+def commit_replica_point(*, source_point, vault, point_id, manifest_key, manifest_size, stored_bytes, chunks):
+    """Rule P3 for a copy: the point of another vault's point, once its chunks and manifest are stored in `vault`.
+
+    Called inside the caller's transaction (the replication pair's lock); the point keeps its
+    source's creation time and, as of now, its retention (a change made during the copy is not
+    lost: set_point_retention locks the source point too). Refuses if any chunk is missing.
+    """
+    current = BackupPoint.objects.select_for_update().filter(pk=source_point.pk).first()
+    point = BackupPoint.objects.create(
+        id=point_id,
+        vault=vault,
+        source=None,
+        source_type=source_point.source_type,
+        source_location=source_point.source_location,
+        created=source_point.created,
+        expires=(current or source_point).expires,
+        tier=Tier.STANDARD,
+        files=source_point.files,
+        size=source_point.size,
+        stored_bytes=stored_bytes,
+        manifest_key=manifest_key,
+        manifest_size=manifest_size,
+    )
+    if _reference_chunks(point, source_point) != chunks:
+        raise RuntimeError(f"Chunks of {source_point.id} are missing at the target; the copy is retried.")
+    refresh_data_size(vault)
+    return point
+
+
+def _reference_chunks(point, source_point):
+    """Give the target point the target's index rows of the source point's chunks; return how many.
+
+    One INSERT ... SELECT: a point of a million chunks is linked without a row
+    passing through Python.
+    """
+    quote = connection.ops.quote_name
+    point_chunk, chunk = quote(PointChunk._meta.db_table), quote(Chunk._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {point_chunk} (point_id, chunk_id) SELECT %s, t.id FROM {chunk} t "
+            f"WHERE t.vault_id = %s AND t.chunk_id IN (SELECT s.chunk_id FROM {chunk} s "
+            f"JOIN {point_chunk} r ON r.chunk_id = s.id WHERE r.point_id = %s)",
+            [point.pk, point.vault_id, source_point.pk],
+        )
+        return cursor.rowcount
 
 
 def point_delete_refusal(point, *, now=None):
