@@ -19,11 +19,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from console.services import record_audit
-from vaults.backup import index_pack
-from vaults.chunkstore import PACK_TARGET, ChunkCodec, manifest_key, new_pack_name, pack_key, short_gil_turns
-from vaults.keys import vault_keys
+from vaults.dataplane.backup import index_pack
+from vaults.dataplane.chunkstore import PACK_TARGET, ChunkCodec, manifest_key, new_pack_name, pack_key, short_gil_turns
+from vaults.dataplane.keys import vault_keys
+from vaults.dataplane.objectstore import region_store
 from vaults.models import BackupPoint, Chunk, Tier, VaultStatus, new_point_id
-from vaults.objectstore import region_store
 from vaults.services import (
     chunk_pks_of,
     collect_garbage,

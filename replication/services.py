@@ -18,7 +18,7 @@ from console import jobs as console_jobs
 from console.models import Region
 from console.services import audit_refusals, record_audit
 from vaults import services as vault_services
-from vaults.keys import vault_keys
+from vaults.dataplane.keys import vault_keys
 from vaults.models import BackupJob, BackupPoint, EncryptionMethod, SourceType, Vault, VaultStatus, VaultType
 
 from .lease import held_elsewhere

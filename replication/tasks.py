@@ -5,9 +5,9 @@ import logging
 from celery import shared_task
 from django.db import DatabaseError
 
-from vaults.chunkstore import CorruptData
-from vaults.keys import KeyProviderError
-from vaults.objectstore import ObjectStoreError
+from vaults.dataplane.chunkstore import CorruptData
+from vaults.dataplane.keys import KeyProviderError
+from vaults.dataplane.objectstore import ObjectStoreError
 
 from . import engine, services
 from .models import ReplicationPair

@@ -12,22 +12,22 @@ from django.db import transaction
 from console import jobs
 from console.models import JobStatus
 from console.services import audit_refusals, record_audit
-from vaults.backup import Progress
-from vaults.chunkstore import CorruptData
-from vaults.keys import KeyProviderError
-from vaults.models import SourceType, Tier, VaultType
-from vaults.objectstore import (
+from vaults.dataplane.backup import Progress
+from vaults.dataplane.chunkstore import CorruptData
+from vaults.dataplane.keys import KeyProviderError
+from vaults.dataplane.objectstore import (
     BUCKET_NAME_RULE,
     ObjectStoreError,
     is_valid_bucket_name,
     path_refusal,
 )
-from vaults.readback import PointReader
-from vaults.services import oss_bucket_refusal
-from vaults.tenantfs import (
+from vaults.dataplane.readback import PointReader
+from vaults.dataplane.tenantfs import (
     clean_prefix,
     prefix_refusal,
 )
+from vaults.models import SourceType, Tier, VaultType
+from vaults.services import oss_bucket_refusal
 
 from .models import KIND_FOR_SOURCE, Existing, Network, RestoreJob, RestoreTarget, TargetKind
 from .writer import RestoreFailed, restore_to_bucket, restore_to_tree, select_entries

@@ -17,11 +17,10 @@ from pathlib import Path
 import blake3
 from django.conf import settings
 
-from vaults.chunkstore import CorruptData
-from vaults.directio import DIRECT_MIN, DirectWriter, write_all
-from vaults.objectstore import path_refusal
-from vaults.services import open_oss_bucket
-from vaults.tenantfs import (
+from vaults.dataplane.chunkstore import CorruptData
+from vaults.dataplane.directio import DIRECT_MIN, DirectWriter, write_all
+from vaults.dataplane.objectstore import path_refusal
+from vaults.dataplane.tenantfs import (
     DIRECTORY,
     NOFOLLOW,
     InTheWay,
@@ -34,6 +33,7 @@ from vaults.tenantfs import (
     open_parent,
     open_regular,
 )
+from vaults.services import open_oss_bucket
 
 from .models import Existing
 

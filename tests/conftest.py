@@ -17,7 +17,8 @@ from django.db import connection
 
 from console import services as console_services
 from console.models import Region
-from vaults import keys, objectstore, services
+from vaults import services
+from vaults.dataplane import keys, objectstore
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

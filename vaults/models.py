@@ -1,7 +1,7 @@
 """Backup vaults and the KMS keys that can protect them.
 
 Backup points, chunks and jobs (the data plane) will live here too; key
-wrapping is in `vaults.keys`, object stores in `vaults.objectstore`.
+wrapping is in `vaults.dataplane.keys`, object stores in `vaults.dataplane.objectstore`.
 """
 
 import secrets

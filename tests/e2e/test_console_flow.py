@@ -17,7 +17,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import wait_until
-from vaults import objectstore, services
+from vaults import services
+from vaults.dataplane import objectstore
 from vaults.models import EncryptionMethod, Vault, VaultStatus, VaultType
 
 from .conftest import csp_violations, log_in, worker_paused

@@ -7,9 +7,10 @@ third pack on (a wrapper around the real local store: the first packs are really
 import errno
 import os
 
-from vaults import objectstore, services
+from vaults import services
+from vaults.dataplane import objectstore
+from vaults.dataplane.readback import verify_vault
 from vaults.models import BackupJob, BackupPoint
-from vaults.readback import verify_vault
 
 
 def test_disk_full_fails_the_job_cleanly_and_the_next_run_completes(monkeypatch, make_vault, account, region, tmp_path):

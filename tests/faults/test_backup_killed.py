@@ -8,9 +8,9 @@ from console import jobs
 from console.jobs import HEARTBEAT_STALE
 from tests.conftest import wait_until
 from vaults import services
-from vaults.chunkstore import PACK_TARGET
+from vaults.dataplane.chunkstore import PACK_TARGET
+from vaults.dataplane.readback import PointReader, verify_vault
 from vaults.models import BackupJob, BackupPoint, Chunk
-from vaults.readback import PointReader, verify_vault
 
 
 @pytest.mark.worker

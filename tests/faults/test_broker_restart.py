@@ -25,9 +25,9 @@ from replication.tasks import reconcile_pairs_task
 from tests.conftest import free_port, wait_for_port, wait_until
 from tests.faults.test_replication_killed import big_source, files_of, indexed_bytes, pair_of, replicate
 from vaults import services as vault_services
-from vaults.chunkstore import PACK_TARGET
+from vaults.dataplane.chunkstore import PACK_TARGET
+from vaults.dataplane.readback import verify_vault
 from vaults.models import BackupJob, BackupPoint, Tier, Vault, VaultStatus
-from vaults.readback import verify_vault
 
 MiB = 1 << 20
 

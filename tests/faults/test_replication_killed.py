@@ -13,10 +13,10 @@ from replication import engine, services
 from replication.models import ReplicatedPoint, ReplicationPair
 from tests.conftest import free_port, wait_until
 from vaults import services as vault_services
-from vaults.chunkstore import PACK_TARGET
+from vaults.dataplane.chunkstore import PACK_TARGET
+from vaults.dataplane.objectstore import region_store
+from vaults.dataplane.readback import PointReader, verify_vault
 from vaults.models import BackupJob, BackupPoint, Chunk, Pack, Tier, Vault, VaultType
-from vaults.objectstore import region_store
-from vaults.readback import PointReader, verify_vault
 
 MiB = 1 << 20
 

@@ -4,11 +4,11 @@ import pytest
 
 from replication import engine, services
 from tests.replication.conftest import create_target
-from vaults import keys
 from vaults import services as vault_services
+from vaults.dataplane import keys
+from vaults.dataplane.objectstore import region_store, store_config
+from vaults.dataplane.readback import PointReader, verify_vault
 from vaults.models import BackupPoint, EncryptionMethod
-from vaults.objectstore import region_store, store_config
-from vaults.readback import PointReader, verify_vault
 
 
 def contents(point):

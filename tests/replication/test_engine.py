@@ -12,8 +12,8 @@ from replication import engine, services
 from replication.models import CrossRegionTraffic, ReplicatedPoint, ReplicationPair
 from tests.replication.conftest import create_target
 from vaults import services as vault_services
+from vaults.dataplane.readback import PointReader, verify_vault
 from vaults.models import BackupPoint, Chunk, Tier, VaultType
-from vaults.readback import PointReader, verify_vault
 
 
 def files_of(point):
@@ -68,7 +68,7 @@ def test_new_points_replicate_and_only_missing_chunks_are_sent(source_vault, bac
 def test_target_encryption_is_its_own(source_vault, backup, lrs_region):
     backup(source_vault)
     pair = engine.sync_pair(start(source_vault, lrs_region).id)
-    from vaults.keys import vault_keys
+    from vaults.dataplane.keys import vault_keys
 
     src, dst = vault_keys(source_vault), vault_keys(pair.target_vault)
     assert src.data_key != dst.data_key and src.chunk_id_key == dst.chunk_id_key
@@ -155,7 +155,7 @@ def test_stop_racing_an_in_flight_copy_commits_nothing(source_vault, backup, lrs
 
 
 def _keys(vault):
-    from vaults.objectstore import region_store
+    from vaults.dataplane.objectstore import region_store
 
     return region_store(vault.region).list_keys(vault.storage_prefix)
 
@@ -182,9 +182,9 @@ def test_a_rerun_after_a_crash_sends_only_what_is_missing(source_vault, backup, 
 
 def test_a_damaged_source_chunk_is_not_copied(source_vault, backup, lrs_region):
     # rule R11: every chunk is checked (tag and id) before it is sealed for the target
-    from vaults.chunkstore import CorruptData
+    from vaults.dataplane.chunkstore import CorruptData
+    from vaults.dataplane.objectstore import region_store
     from vaults.models import Pack
-    from vaults.objectstore import region_store
 
     backup(source_vault)
     pair = start(source_vault, lrs_region)
@@ -241,7 +241,7 @@ def test_a_chunk_that_leaves_the_target_index_before_the_commit_fails_the_copy(s
 def test_reseal_checks_tag_and_id_and_seals_under_the_target_key():
     from types import SimpleNamespace
 
-    from vaults.chunkstore import ChunkCodec, CorruptData
+    from vaults.dataplane.chunkstore import ChunkCodec, CorruptData
 
     id_key = os.urandom(32)
     source = ChunkCodec(SimpleNamespace(data_key=os.urandom(32), chunk_id_key=id_key))

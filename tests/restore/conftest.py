@@ -26,8 +26,8 @@ from tests.vaults.conftest import (  # noqa: F401 - re-exported for the restore 
     write,
 )
 from vaults import services as vault_services
+from vaults.dataplane.objectstore import is_valid_bucket_name, s3_client
 from vaults.models import BackupJob, BackupPoint, Vault, VaultType
-from vaults.objectstore import is_valid_bucket_name, s3_client
 
 _names = iter(range(1, 1_000_000))
 

@@ -19,8 +19,8 @@ from tests.restore.conftest import (
     restore,
     write,
 )
+from vaults.dataplane.readback import PointReader
 from vaults.models import Chunk, SourceType
-from vaults.readback import PointReader
 
 FILES = {
     "a-before.bin": random_bytes(300 * KiB, 71),
@@ -193,7 +193,7 @@ def test_a_symlink_in_the_target_does_not_lead_the_restore_outside_it(existing, 
 
 def test_an_object_that_cannot_be_put_leaves_nothing_listed_in_a_local_bucket(tmp_path, region):
     # the copy in progress lives beside the bucket, so a failed or crashed put never shows as an object
-    from vaults.objectstore import ObjectStoreError, oss_bucket
+    from vaults.dataplane.objectstore import ObjectStoreError, oss_bucket
 
     name = "b-" + os.urandom(5).hex()
     write(local_bucket_dir(region, name) / "taken" / "x", b"x")  # a key that is a directory cannot be replaced

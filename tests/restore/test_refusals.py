@@ -202,7 +202,7 @@ def test_the_service_own_data_is_never_a_source_or_a_target(
 ):
     # rules A1, L1: a backup of the stores or keys would hand over every vault; a restore into them
     # could overwrite another account's packs (a locked vault's too)
-    from vaults.objectstore import store_config
+    from vaults.dataplane.objectstore import store_config
 
     store_bucket = store_config(region)[1]
     local_areas = [settings.DATA_DIR, settings.MASTER_SECRET_FILE.parent, "/"]

@@ -26,8 +26,8 @@ from tests.restore.conftest import (
     snapshot,
     write,
 )
+from vaults.dataplane.readback import PointReader
 from vaults.models import SourceType
-from vaults.readback import PointReader
 
 
 class Crash(BaseException):

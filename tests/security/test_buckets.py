@@ -14,7 +14,7 @@ from restore.models import RestoreJob, RestoreTarget
 from tests.restore.conftest import create_bucket, local_bucket_dir, restore, s3_raw_client
 from tests.vaults.conftest import owned_bucket, read_point, run_backup, write
 from vaults import services
-from vaults.keys import open_credential
+from vaults.dataplane.keys import open_credential
 from vaults.models import BackupJob, BackupSource, OssBucket
 
 
@@ -117,7 +117,7 @@ def test_an_account_registers_its_own_bucket_with_its_own_key(s3_stores, account
 
 
 def test_the_regions_store_bucket_is_never_assigned(s3_stores, account, region):
-    from vaults.objectstore import store_config
+    from vaults.dataplane.objectstore import store_config
 
     store_bucket = store_config(region)[1]
     with pytest.raises(ValidationError, match="own data"):

@@ -39,8 +39,8 @@ from replication import engine
 from replication import services as replication_services
 from restore import services as restore_services
 from tests.vaults.conftest import backup_ok
-from vaults import keys, objectstore
 from vaults import services as vault_services
+from vaults.dataplane import keys, objectstore
 from vaults.models import EncryptionMethod, SourceType, VaultType
 
 pytestmark = pytest.mark.django_db

@@ -22,10 +22,10 @@ from restore import writer as restore_writer
 from restore.models import RestoreJob, RestoreTarget
 from tests.restore.conftest import create_bucket, local_bucket_dir, make_target, restore, s3_raw_client
 from tests.vaults.conftest import make_source, read_point, run_backup, write
-from vaults import backup as engine
-from vaults import objectstore
+from vaults.dataplane import backup as engine
+from vaults.dataplane import objectstore
+from vaults.dataplane.readback import PointReader
 from vaults.models import BackupJob, BackupSource
-from vaults.readback import PointReader
 
 SECRET = b"the-other-tenant's-secret\n"
 ATTEMPTS = {"tried": 0, "escaped": 0}
@@ -519,7 +519,7 @@ def test_a_socket_swapped_in_mid_backup_is_skipped(monkeypatch, tmp_path, accoun
 
 
 def test_a_very_deep_tree_is_cut_and_reported_not_a_crash(tmp_path, account, region, vault):
-    from vaults.tenantfs import MAX_DEPTH
+    from vaults.dataplane.tenantfs import MAX_DEPTH
 
     src = tmp_path / "src"
     src.mkdir()

@@ -15,9 +15,10 @@ import blake3
 import pytest
 from django.conf import settings
 
-from vaults import objectstore, services
+from vaults import services
+from vaults.dataplane import objectstore
+from vaults.dataplane.readback import PointReader
 from vaults.models import BackupJob, Vault
-from vaults.readback import PointReader
 
 KiB = 1024
 MiB = 1024 * 1024

@@ -6,7 +6,8 @@ import pytest
 
 from console.models import AuditLog, Region
 from tests.conftest import make_user
-from vaults import objectstore, services
+from vaults import services
+from vaults.dataplane import objectstore
 from vaults.models import Vault
 
 

@@ -24,9 +24,9 @@ from tests.vaults.conftest import (
     write,
 )
 from vaults import services
-from vaults.chunkstore import CHUNK_MAX
+from vaults.dataplane.chunkstore import CHUNK_MAX
+from vaults.dataplane.readback import verify_vault
 from vaults.models import BackupPoint, Vault
-from vaults.readback import verify_vault
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_queue")]
 

@@ -23,8 +23,8 @@ from tests.vaults.conftest import (
     write,
 )
 from vaults import services
+from vaults.dataplane.readback import PointReader, verify_vault
 from vaults.models import EncryptionMethod
-from vaults.readback import PointReader, verify_vault
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_queue")]
 

@@ -2,7 +2,7 @@
 and leave nothing half done, and backups are refused where they cannot go (rule R9, vault states,
 account and region of the source).
 
-Races are made deterministic by wrapping `vaults.backup.chunk_stream` (the function that reads one
+Races are made deterministic by wrapping `vaults.dataplane.backup.chunk_stream` (the function that reads one
 file's bytes): the wrapper changes the tree at a known moment of the read, then reads as usual.
 """
 
@@ -25,11 +25,11 @@ from tests.vaults.conftest import (
     snapshot,
     write,
 )
-from vaults import backup as engine
 from vaults import services
+from vaults.dataplane import backup as engine
+from vaults.dataplane.objectstore import LocalRegionStore, ObjectStoreError
+from vaults.dataplane.readback import verify_vault
 from vaults.models import BackupJob, BackupPoint, PointChunk, Vault, VaultStatus, VaultType
-from vaults.objectstore import LocalRegionStore, ObjectStoreError
-from vaults.readback import verify_vault
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_queue")]
 

@@ -25,12 +25,12 @@ from tests.vaults.conftest import (
     write,
 )
 from vaults import services
-from vaults.backup import PointWriter, chunk_stream
-from vaults.chunkstore import ChunkCodec
-from vaults.keys import vault_keys
+from vaults.dataplane.backup import PointWriter, chunk_stream
+from vaults.dataplane.chunkstore import ChunkCodec
+from vaults.dataplane.keys import vault_keys
+from vaults.dataplane.objectstore import region_store
+from vaults.dataplane.readback import verify_vault
 from vaults.models import BackupJob, BackupPoint, Chunk, Vault
-from vaults.objectstore import region_store
-from vaults.readback import verify_vault
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_queue")]
 

@@ -27,10 +27,10 @@ from tests.vaults.conftest import (
     snapshot,
     write,
 )
-from vaults.chunkstore import CHUNK_MAX
+from vaults.dataplane.chunkstore import CHUNK_MAX
+from vaults.dataplane.objectstore import s3_client
+from vaults.dataplane.readback import verify_vault
 from vaults.models import BackupJob, BackupPoint, SourceType
-from vaults.objectstore import s3_client
-from vaults.readback import verify_vault
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_queue")]
 

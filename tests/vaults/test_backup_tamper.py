@@ -11,9 +11,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.vaults.conftest import RawStore, backup_ok, build_tree, make_source
-from vaults.chunkstore import NONCE
+from vaults.dataplane.chunkstore import NONCE
+from vaults.dataplane.readback import PointReader, verify_vault
 from vaults.models import Chunk
-from vaults.readback import PointReader, verify_vault
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_queue")]
 

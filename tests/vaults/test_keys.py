@@ -19,8 +19,9 @@ from django.db import connection
 
 from console.models import AuditLog, Region
 from tests.conftest import free_port, make_user
-from vaults import keys, services
-from vaults.keys import DATA_KEY_BYTES, KeyProviderError, unwrap_data_key
+from vaults import services
+from vaults.dataplane import keys
+from vaults.dataplane.keys import DATA_KEY_BYTES, KeyProviderError, unwrap_data_key
 from vaults.models import EncryptionMethod, KmsKey, Vault, VaultStatus
 
 AES_GCM_OVERHEAD = 12 + 16  # nonce + tag

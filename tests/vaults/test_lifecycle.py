@@ -10,9 +10,10 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from console.models import AuditLog
-from vaults import objectstore, services
+from vaults import services
+from vaults.dataplane import objectstore
+from vaults.dataplane.readback import PointReader, verify_vault
 from vaults.models import BackupPoint, Chunk, Pack, Tier
-from vaults.readback import PointReader, verify_vault
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from django.core.exceptions import ValidationError
 
 from console.models import AuditLog, Region
 from tests.conftest import free_port, wait_until
-from vaults import objectstore, services
+from vaults import services
+from vaults.dataplane import objectstore
 from vaults.models import Vault, VaultStatus
 
 
@@ -425,7 +426,7 @@ def test_direct_writer_writes_every_byte_in_order_whatever_the_pieces(tmp_path, 
     import os
     import random
 
-    from vaults import directio
+    from vaults.dataplane import directio
 
     if refusal:  # no filesystem here refuses O_DIRECT, so the refusal is simulated (EINVAL), at open or at write
         real_open, real_pwrite, direct_fds = os.open, os.pwrite, set()

@@ -3,7 +3,8 @@
 import pytest
 
 from tests.conftest import wait_until
-from vaults import objectstore, services
+from vaults import services
+from vaults.dataplane import objectstore
 from vaults.models import BackupPoint, Pack, Tier, VerifyRun
 from vaults.services.verify import VERIFY
 

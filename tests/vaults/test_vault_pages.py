@@ -5,7 +5,8 @@ from datetime import UTC
 import pytest
 
 from console.models import AuditLog
-from vaults import objectstore, services
+from vaults import services
+from vaults.dataplane import objectstore
 from vaults.models import EncryptionMethod, Vault
 
 HTMX = {"HTTP_HX_REQUEST": "true"}

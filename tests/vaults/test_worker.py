@@ -3,7 +3,7 @@
 import pytest
 
 from tests.conftest import wait_until
-from vaults import objectstore
+from vaults.dataplane import objectstore
 from vaults.models import Vault, VaultStatus
 
 

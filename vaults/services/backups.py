@@ -17,7 +17,7 @@ from console import jobs
 from console.models import JobStatus
 from console.services import audit_refusals, record_audit
 
-from ..backup import (
+from ..dataplane.backup import (
     PointWriter,
     Progress,
     SourceError,
@@ -27,8 +27,17 @@ from ..backup import (
     resolve_chunks,
     scan_totals,
 )
-from ..chunkstore import ChunkCodec, manifest_key
-from ..keys import KeyProviderError, vault_keys
+from ..dataplane.chunkstore import ChunkCodec, manifest_key
+from ..dataplane.keys import KeyProviderError, vault_keys
+from ..dataplane.objectstore import (
+    BUCKET_NAME_RULE,
+    ObjectStoreError,
+    is_valid_bucket_name,
+    path_refusal,
+    region_store,
+)
+from ..dataplane.readback import PointReader
+from ..dataplane.tenantfs import clean_prefix, prefix_refusal
 from ..models import (
     BackupJob,
     BackupPoint,
@@ -42,15 +51,6 @@ from ..models import (
     VaultType,
     new_point_id,
 )
-from ..objectstore import (
-    BUCKET_NAME_RULE,
-    ObjectStoreError,
-    is_valid_bucket_name,
-    path_refusal,
-    region_store,
-)
-from ..readback import PointReader
-from ..tenantfs import clean_prefix, prefix_refusal
 from .buckets import open_oss_bucket, oss_bucket_refusal
 from .gc import _forget_object, collect_garbage, remove_point
 from .hooks import BACKUP_GUARDS, POINT_COMMITTED, points_edit_refusal

@@ -11,9 +11,9 @@ from django.db import IntegrityError, transaction
 
 from console.services import audit_refusals, record_audit
 
-from ..keys import open_credential, seal_credential
+from ..dataplane.keys import open_credential, seal_credential
+from ..dataplane.objectstore import BUCKET_NAME_RULE, bucket_refusal, is_valid_bucket_name, oss_bucket, store_config
 from ..models import OssBucket
-from ..objectstore import BUCKET_NAME_RULE, bucket_refusal, is_valid_bucket_name, oss_bucket, store_config
 
 
 def _owner_of(region, name):

@@ -12,9 +12,9 @@ from django.utils import timezone
 from console import jobs
 from console.models import JobStatus
 
-from ..chunkstore import PACK_TARGET, new_pack_name, pack_key
+from ..dataplane.chunkstore import PACK_TARGET, new_pack_name, pack_key
+from ..dataplane.objectstore import ObjectStoreError, region_store
 from ..models import BackupJob, BackupPoint, Chunk, Pack, Tier, Vault
-from ..objectstore import ObjectStoreError, region_store
 from .hooks import GC_GUARDS, POINT_REMOVED
 from .storage import refresh_data_size
 

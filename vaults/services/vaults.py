@@ -18,7 +18,8 @@ from console.jobs import QUEUED_STALE, send_again
 from console.models import Account, ResourceGroup
 from console.services import audit_refusals, record_audit
 
-from ..keys import KeyProviderError, kms_provider, new_data_key, vault_keys, wrap_data_key
+from ..dataplane.keys import KeyProviderError, kms_provider, new_data_key, vault_keys, wrap_data_key
+from ..dataplane.objectstore import ObjectStoreError, region_store, store_config
 from ..models import (
     BackupJob,
     Chunk,
@@ -30,7 +31,6 @@ from ..models import (
     VaultType,
     new_vault_id,
 )
-from ..objectstore import ObjectStoreError, region_store, store_config
 from .gc import ORPHAN_AGE
 from .hooks import DELETE_GUARDS
 from .lifecycle import lock_refusal
@@ -72,7 +72,7 @@ def create_vault(
     """
     with audit_refusals("create_vault", actor=actor, account=account, region_code=region.code, object_type="vault"):
         with transaction.atomic():
-            vault = _build_vault(
+            vault = build_vault(
                 account=account,
                 region=region,
                 name=name,
@@ -111,9 +111,11 @@ def _check_target_quota(account, region):
         )
 
 
-def _build_vault(
+def build_vault(
     *, account, region, name, description, resource_group, vault_type, encryption_method, kms_key, chunk_id_key=None
 ):
+    """A new vault checked (rules V1, V3, V4, T2) and given its wrapped keys, not saved yet: `create_vault` saves
+    and audits one; `manage.py seed_scale` saves many at once."""
     errors = {}
     if reason := region.new_work_refusal:
         errors["region"] = reason

@@ -8,11 +8,11 @@ from console import jobs
 from console.models import JobStatus
 from console.services import record_audit
 
-from ..chunkstore import CorruptData
-from ..keys import KeyProviderError
+from ..dataplane.chunkstore import CorruptData
+from ..dataplane.keys import KeyProviderError
+from ..dataplane.objectstore import ObjectStoreError
+from ..dataplane.readback import verify_vault
 from ..models import VerifyRun
-from ..objectstore import ObjectStoreError
-from ..readback import verify_vault
 
 SAVE_EVERY = 1.0  # seconds between saves of a running verification's report
 

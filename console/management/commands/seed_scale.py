@@ -26,7 +26,7 @@ from restore.models import RestoreJob, TargetKind
 from restore.services import create_restore_target
 from vaults.models import BackupJob, BackupPoint, SourceType, StorageUsage, Tier, Vault, VaultStatus
 from vaults.services import assign_bucket, create_backup_source, initialize_vault_storage
-from vaults.services.vaults import _build_vault
+from vaults.services.vaults import build_vault
 
 BATCH = 5000
 
@@ -88,7 +88,7 @@ def seed_scale(region, slug, *, vaults, points, rng):
             prefix=f"restored/t{i:03d}/",
         )
     built = [
-        _build_vault(
+        build_vault(
             account=account,
             region=region,
             name=f"scale-{i:05d}",

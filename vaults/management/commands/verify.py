@@ -5,8 +5,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from console.commandsupport import lookup
+from vaults.dataplane.readback import verify_vault
 from vaults.models import Vault
-from vaults.readback import verify_vault
 
 
 class Command(BaseCommand):

@@ -18,8 +18,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from pyfastcdc.cy import FastCDC
 
+from ..models import Chunk, Pack
 from .chunkstore import CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, PACK_TARGET, new_pack_name, pack_key
-from .models import Chunk, Pack
 from .tenantfs import OpenRoot, UnsafePath, key_problem, open_regular, walk
 
 READ_BLOCK = 8 * 1024 * 1024

@@ -8,9 +8,9 @@ import json
 
 import blake3
 
+from ..models import BackupPoint, Chunk, Pack
 from .chunkstore import ChunkCodec, CorruptData
 from .keys import vault_keys
-from .models import BackupPoint, Chunk, Pack
 from .objectstore import ObjectStoreError, region_store
 
 
