@@ -128,6 +128,19 @@ def _result_of_first(*, user, token, action, model, create):
         pause = min(pause * 2, 1.0)
 
 
+def audit_lockout(sender=None, *, request=None, username=None, ip_address=None, **kwargs):
+    """Rule A3: logins paused after too many wrong passwords, for a user or a client address (django-axes)."""
+    record_audit(
+        actor=None,  # nobody is logged in: the username tried is the object
+        action="login",
+        object_type="user",
+        object_id=username or "",
+        outcome=AuditLog.Outcome.REFUSED,
+        reason="locked out after too many failed logins",
+        ip_address=ip_address or "",
+    )
+
+
 def create_account(*, actor, slug, name):
     """Rule A2: an account comes with its default resource group."""
     with audit_refusals("create_account", actor=actor, object_type="account", object_id=slug), transaction.atomic():

@@ -35,9 +35,12 @@ def parse_month(text, today=None):
         return today.replace(day=1)
     try:
         year, month = (int(part) for part in text.split("-"))
-        return date(year, month, 1)
+        first = date(year, month, 1)
     except ValueError:
         raise BadMonth(f"{text!r} is not a month: use YYYY-MM, e.g. {today:%Y-%m}.") from None
+    if not date.min.year < year < date.max.year:  # the month before and after must exist too
+        raise BadMonth(f"{text!r} is outside the calendar this console bills: use a year from 2 to 9998.")
+    return first
 
 
 @dataclass

@@ -207,3 +207,11 @@ def test_a_renamed_vault_is_billed_under_its_name_now(account, region, make_vaul
     vault_services.update_vault(actor=None, vault=vault, name="after")
     [line] = billing.month_usage(account, region, billing.parse_month("")).vaults
     assert line.label == f"after ({vault.id})" and line.vault_id == vault.id and line.storage_bytes == 10**9
+
+
+@pytest.mark.parametrize("month", ["9999-12", "0001-01", "2026-13", "soon"])
+def test_a_month_outside_the_calendar_is_a_clear_refusal(alice, account, region, month):
+    page = alice.get(reverse("console:usage", args=[region.code]) + f"?month={month}")
+    assert page.status_code == 400 and "month" in page.content.decode().lower()
+    with pytest.raises(CommandError, match="month|calendar"):
+        call_command("usage", "--account", account.slug, "--region", region.code, "--month", month)
