@@ -5,6 +5,7 @@ Each test builds sources whose files are disjoint random data, so which pack hol
 every backup's new chunks go into one pack of their own (far below the 16 MiB pack target).
 """
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -126,8 +127,10 @@ def test_backup_lock_allows_deleting_an_expired_point(tmp_path, account, region,
     vault = normal_vault()
     root = tree(tmp_path, "src", **{"x.bin": X})
     point = backup_ok(vault, make_source(account, region, "ecs-file", path=root), retention_days=30).point
+    soon = timezone.now() + timedelta(seconds=1)
+    BackupPoint.objects.filter(pk=point.pk).update(expires=soon)  # before the lock: it is shortened no more after
     services.enable_backup_lock(actor=None, vault=vault)
-    BackupPoint.objects.filter(pk=point.pk).update(expires=timezone.now() - timedelta(minutes=1))
+    time.sleep(max(0, (soon - timezone.now()).total_seconds()) + 0.2)  # the point expires
 
     services.delete_point(actor=None, point=BackupPoint.objects.select_related("vault").get(pk=point.pk))
 

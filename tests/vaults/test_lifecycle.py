@@ -1,19 +1,21 @@
 """Retention and expiry (P4), archiving (P5), backup lock (L1) on every path, repacking."""
 
 import os
+import time
 from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from console.models import AuditLog
 from vaults import services
 from vaults.dataplane import objectstore
 from vaults.dataplane.readback import PointReader, verify_vault
-from vaults.models import BackupPoint, Chunk, Pack, Tier
+from vaults.models import BackupPoint, Chunk, Pack, Tier, Vault
 
 
 @pytest.fixture
@@ -105,9 +107,33 @@ def test_backup_lock_on_every_path(vault, account, region, tree, client, django_
     )
     vault.refresh_from_db()
     assert vault.backup_lock and BackupPoint.objects.filter(pk=point.pk).exists()
-    # the expiry path is the one that may delete, once the point has expired
-    BackupPoint.objects.filter(pk=point.pk).update(expires=timezone.now() - timedelta(seconds=1))
-    assert services.expire_points() == [point.id]
+    assert services.expire_points() == []  # not expired yet: the expiry path waits too
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the database's own guards are PostgreSQL triggers")
+def test_backup_lock_holds_in_the_database_whatever_the_path(vault, account, region, tree):
+    # rule T4: a shell's bulk update or delete, or raw SQL, is refused by the database itself
+    source = source_of(account, region, tree)
+    point = backup(vault, source, retention_days=10)
+    soon = timezone.now() + timedelta(seconds=1)
+    expiring = backup(vault, source, retention_days=10)
+    BackupPoint.objects.filter(pk=expiring.pk).update(expires=soon)  # before the lock
+    services.enable_backup_lock(actor=None, vault=vault)
+    attempts = [
+        lambda: BackupPoint.objects.filter(pk=point.pk).update(expires=timezone.now() - timedelta(seconds=1)),
+        lambda: BackupPoint.objects.filter(pk=point.pk).update(expires=timezone.now() + timedelta(days=1)),
+        lambda: BackupPoint.objects.filter(vault=vault).delete(),
+        lambda: Vault.objects.filter(pk=vault.pk).update(backup_lock=False),
+        lambda: connection.cursor().execute("DELETE FROM vaults_backuppoint WHERE id = %s", [point.pk]),
+    ]
+    for attempt in attempts:
+        with pytest.raises(IntegrityError, match="Backup lock is on"), transaction.atomic():
+            attempt()
+    assert BackupPoint.objects.filter(vault=vault).count() == 2 and Vault.objects.get(pk=vault.pk).backup_lock
+    # the expiry path is the one that may delete, once the point has expired by the database's clock
+    time.sleep(max(0, (soon - timezone.now()).total_seconds()) + 0.2)
+    assert services.expire_points() == [expiring.id]
+    assert list(BackupPoint.objects.filter(vault=vault).values_list("id", flat=True)) == [point.id]
 
 
 def test_lock_is_for_general_and_replication_target_vaults(make_vault):
