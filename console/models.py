@@ -136,7 +136,11 @@ class AuditLog(models.Model):
     # PROTECT: the log is append-only, so a user who acted is deactivated, never deleted (rule A3)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
     actor_name = models.CharField(max_length=150)
-    account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # the account's id and name as they were: deleting an account rewrites no row (rule A3, T4)
+    account = models.ForeignKey(
+        Account, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    account_name = models.CharField(max_length=128, blank=True)
     region_code = models.CharField(max_length=32, blank=True)
     object_type = models.CharField(max_length=32)
     object_id = models.CharField(max_length=64, blank=True)

@@ -29,6 +29,7 @@ def record_audit(
         actor=actor if actor is not None and actor.is_authenticated else None,
         actor_name=actor_label(actor),
         account=account,
+        account_name=account.name if account is not None else "",
         region_code=region_code,
         object_type=object_type,
         object_id=str(object_id),
