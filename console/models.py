@@ -125,14 +125,16 @@ class Region(models.Model):
 
 
 class AuditLog(models.Model):
-    """Rule A3: append-only; rows are written by services and never changed."""
+    """Rule A3: append-only; rows are written by services and never changed, and chained so that an edited,
+    inserted or removed row shows (console/audit.py): `mac` is set as the row is written, `seq` and `chain`
+    once, by the sealer, just after its transaction commits."""
 
     class Outcome(models.TextChoices):
         SUCCESS = "success", "Success"
         REFUSED = "refused", "Refused"
         FAILED = "failed", "Failed"
 
-    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    created = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     # PROTECT: the log is append-only, so a user who acted is deactivated, never deleted (rule A3)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
     actor_name = models.CharField(max_length=150)
@@ -147,6 +149,11 @@ class AuditLog(models.Model):
     action = models.CharField(max_length=64)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.SUCCESS)
     detail = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)  # prices are Decimals
+    # the row's HMAC over its own values, by the service that wrote it: a row written otherwise has none
+    mac = models.CharField(max_length=64, blank=True, editable=False)
+    # its place in the chain and the HMAC over it and the previous row's chain value (console/audit.py)
+    seq = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
+    chain = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created", "-id"]

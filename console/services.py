@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from . import audit
 from .models import Account, AuditLog, FormSubmission, Membership, Region, ResourceGroup
 
 
@@ -24,8 +25,9 @@ def actor_label(actor):
 def record_audit(
     *, actor, action, object_type, object_id="", account=None, region_code="", outcome="success", **detail
 ):
-    """Rule A3: one append-only row per state-changing action, refusals included."""
-    return AuditLog.objects.create(
+    """Rule A3: one append-only row per state-changing action, refusals included; signed as it is written and
+    chained once its transaction commits (console/audit.py)."""
+    row = AuditLog(
         actor=actor if actor is not None and actor.is_authenticated else None,
         actor_name=actor_label(actor),
         account=account,
@@ -37,6 +39,10 @@ def record_audit(
         outcome=outcome,
         detail=detail,
     )
+    audit.sign(row)
+    row.save()
+    transaction.on_commit(audit.seal, robust=True)  # a failed seal is retried by the periodic one
+    return row
 
 
 def record_refusal(*, actor, action, error, **kwargs):

@@ -4,6 +4,8 @@ account changes none. On SQLite only the application's rule holds."""
 
 from django.db import migrations
 
+from console.dbguards import on_postgresql
+
 CREATE = """
 CREATE FUNCTION cloud_backup_guard_audit_log() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -22,14 +24,6 @@ DROP TRIGGER IF EXISTS cloud_backup_audit_log_append_only ON console_auditlog;
 DROP FUNCTION IF EXISTS cloud_backup_guard_audit_log();
 """
 
-
-def on_postgresql(sql):
-    def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            with schema_editor.connection.cursor() as cursor:
-                cursor.execute(sql)  # no parameters: the % of RAISE are PL/pgSQL's, not placeholders
-
-    return run
 
 
 class Migration(migrations.Migration):

@@ -7,17 +7,16 @@ files outside the database) or a KMS API through boto3 ("aws").
 """
 
 import functools
-import os
 import secrets
 from pathlib import Path
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
+
+from console.master_secret import derived_key, read_or_create_secret_file
 
 DATA_KEY_BYTES = 32
 
@@ -47,37 +46,9 @@ def _open(key, sealed, aad):
 # -- Cloud Backup-managed -----------------------------------------------------
 
 
-def _master_secret():
-    if settings.MASTER_SECRET:
-        return bytes.fromhex(settings.MASTER_SECRET)
-    return _read_or_create_secret_file(Path(settings.MASTER_SECRET_FILE), 32)
-
-
-def _read_or_create_secret_file(path, size):
-    """Read a secret file, creating it (mode 0600) on first use; concurrent creators agree."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_bytes(size))
-    try:
-        os.link(tmp, path)  # fails if another process created it first
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    return path.read_bytes()
-
-
 def service_key(region_code):
     """The per-region service master key; derived on use, never stored."""
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"cloud-backup-managed:" + region_code.encode()
-    ).derive(_master_secret())
+    return derived_key(b"cloud-backup-managed:" + region_code.encode())
 
 
 def seal_credential(secret, name):
@@ -90,7 +61,7 @@ def open_credential(sealed, name):
 
 
 def _credential_key():
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"tenant-credentials").derive(_master_secret())
+    return derived_key(b"tenant-credentials")
 
 
 # -- KMS ------------------------------------------------------------------------
@@ -108,7 +79,7 @@ class LocalKms:
 
     def create_key(self, region_code, alias):
         key_id = "key-" + secrets.token_hex(12)
-        _read_or_create_secret_file(self._path(region_code, key_id), 32)
+        read_or_create_secret_file(self._path(region_code, key_id), 32)
         return key_id
 
     def encrypt(self, region_code, key_id, plaintext, context):

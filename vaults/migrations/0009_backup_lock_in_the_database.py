@@ -4,6 +4,8 @@ The Python checks stay, for the clear messages; on SQLite (the single-user `make
 
 from django.db import migrations
 
+from console.dbguards import on_postgresql
+
 CREATE = """
 CREATE FUNCTION cloud_backup_guard_locked_point() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -58,14 +60,6 @@ DROP TRIGGER IF EXISTS cloud_backup_locked_point ON vaults_backuppoint;
 DROP FUNCTION IF EXISTS cloud_backup_guard_locked_point();
 """
 
-
-def on_postgresql(sql):
-    def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            with schema_editor.connection.cursor() as cursor:
-                cursor.execute(sql)  # no parameters: the % of RAISE are PL/pgSQL's, not placeholders
-
-    return run
 
 
 class Migration(migrations.Migration):
