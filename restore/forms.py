@@ -4,7 +4,7 @@ from django import forms
 
 from vaults.models import BackupPoint, Vault, VaultType
 
-from .models import Existing, Network, RestoreTarget, TargetKind
+from .models import Existing, Network, OnDamage, RestoreTarget, TargetKind
 from .services import targets_for
 
 
@@ -30,6 +30,9 @@ class RestoreJobForm(forms.Form):
     )
     sub_path = forms.CharField(label="Only this path (optional)", max_length=1024, required=False)
     existing = forms.ChoiceField(label="Existing files", choices=Existing.choices, initial=Existing.FAIL)
+    on_damage = forms.ChoiceField(
+        label="If backup data is damaged", choices=OnDamage.choices, initial=OnDamage.FAIL, required=False
+    )
 
     # The point list offers the newest points; an older one is chosen from the vault page's Restore button.
     POINT_OPTIONS = 100

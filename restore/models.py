@@ -85,6 +85,11 @@ class Existing(models.TextChoices):
     FAIL = "fail", "Fail if a file exists"
 
 
+class OnDamage(models.TextChoices):
+    FAIL = "fail", "Fail the restore"
+    INTACT = "intact", "Restore what is intact (damaged files are listed in the report)"
+
+
 class RestoreJob(JobProgress, Job):
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="restore_jobs")
     vault = models.ForeignKey(Vault, null=True, on_delete=models.SET_NULL, related_name="restore_jobs")
@@ -94,6 +99,12 @@ class RestoreJob(JobProgress, Job):
     sub_path = models.CharField(max_length=1024, blank=True)
     files = models.JSONField(default=list, blank=True, help_text="Only these paths (empty: all).")
     existing = models.CharField(max_length=16, choices=Existing.choices, default=Existing.FAIL)
+    on_damage = models.CharField(
+        max_length=16,
+        choices=OnDamage.choices,
+        default=OnDamage.FAIL,
+        help_text="A file whose backup data is damaged: the restore fails, or it is left out and listed.",
+    )
     files_total = models.PositiveIntegerField(default=0)
     files_done = models.PositiveIntegerField(default=0)
     files_skipped = models.PositiveIntegerField(default=0)

@@ -29,7 +29,7 @@ from vaults.dataplane.tenantfs import (
 from vaults.models import SourceType, Tier, VaultType
 from vaults.services import oss_bucket_refusal
 
-from .models import KIND_FOR_SOURCE, Existing, Network, RestoreJob, RestoreTarget, TargetKind
+from .models import KIND_FOR_SOURCE, Existing, Network, OnDamage, RestoreJob, RestoreTarget, TargetKind
 from .writer import RestoreFailed, restore_to_bucket, restore_to_tree, select_entries
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def _clean_sub_path(sub_path):
     return "" if str(sub) == "." else str(sub)
 
 
-def start_restore(*, actor, point, target, sub_path="", files=(), existing=Existing.FAIL):
+def start_restore(*, actor, point, target, sub_path="", files=(), existing=Existing.FAIL, on_damage=OnDamage.FAIL):
     """Queue a restore job of one point (or part of it) to a prepared target of the same region."""
     vault = point.vault
     with audit_refusals(
@@ -156,6 +156,8 @@ def start_restore(*, actor, point, target, sub_path="", files=(), existing=Exist
             raise ValidationError(reason)
         if existing not in Existing.values:
             raise ValidationError({"existing": f"Unknown choice {existing!r}."})
+        if on_damage not in OnDamage.values:
+            raise ValidationError({"on_damage": f"Unknown choice {on_damage!r}."})
         sub = _clean_sub_path(sub_path)
         files = [_clean_sub_path(f) for f in files or ()]
         with transaction.atomic():
@@ -175,6 +177,7 @@ def start_restore(*, actor, point, target, sub_path="", files=(), existing=Exist
                 sub_path=sub,
                 files=files,
                 existing=existing,
+                on_damage=on_damage,
                 # rule B2: free from a replica into its region; over the Internet the bytes sent are billed
                 is_free=vault.vault_type == VaultType.REPLICATION_TARGET and not target.sends_over_internet,
             )
@@ -188,6 +191,7 @@ def start_restore(*, actor, point, target, sub_path="", files=(), existing=Exist
                 point=point.id,
                 target=target.name,
                 sub_path=sub,
+                on_damage=on_damage,
             )
             transaction.on_commit(lambda: _enqueue(job.pk))
     return job
@@ -227,7 +231,7 @@ def run_restore_job(job_id):
 
 def _restore(job):
     report = _run(job)
-    detail = {"files": report["files_written"], "bytes": report["bytes_written"]}
+    detail = {"files": report["files_written"], "bytes": report["bytes_written"], "damaged": report["files_damaged"]}
     jobs.finish(RESTORE, job, JobStatus.SUCCEEDED, report=report, detail=detail)
     job.refresh_from_db()
     return job
@@ -256,7 +260,7 @@ def _run(job):
     entries = select_entries(reader.manifest()["entries"], job.sub_path, job.files)
     data_entries = [e for e in entries if e["type"] in ("file", "object")]
     jobs.beat(job, files_total=len(data_entries), bytes_total=sum(e["size"] for e in data_entries))
-    stats = {"files_written": 0, "bytes_written": 0, "files_skipped": 0, "skipped": [], "verified": 0}
+    stats = {"files_written": 0, "bytes_written": 0, "files_skipped": 0, "skipped": [], "verified": 0, "damaged": []}
     billed = target.sends_over_internet  # rule B2: outbound traffic
 
     def save(progress):
@@ -280,5 +284,7 @@ def _run(job):
         progress.tick(force=True)
     internet = stats["bytes_written"] if billed else 0
     stats["skipped"] = stats["skipped"][:100]
+    stats["files_damaged"] = len(stats["damaged"])  # left out (OnDamage.INTACT); the list names the first 100
+    stats["damaged"] = stats["damaged"][:100]
     stats["internet_bytes"] = internet
     return stats

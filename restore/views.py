@@ -7,7 +7,7 @@ from console.pages import create_dialog, jobs_page, region_page
 
 from . import selectors, services
 from .forms import RestoreJobForm, RestoreTargetForm
-from .models import RestoreJob, RestoreTarget
+from .models import OnDamage, RestoreJob, RestoreTarget
 
 
 @region_page
@@ -52,6 +52,7 @@ def job_create(request, account, region):
             target=data["target"],
             sub_path=data["sub_path"],
             existing=data["existing"],
+            on_damage=data["on_damage"] or OnDamage.FAIL,
         )
 
     def context(form):

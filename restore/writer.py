@@ -35,11 +35,15 @@ from vaults.dataplane.tenantfs import (
 )
 from vaults.services import open_oss_bucket
 
-from .models import Existing
+from .models import Existing, OnDamage
 
 
 class RestoreFailed(Exception):
     """The restore cannot finish; the message names the file where it can."""
+
+
+class DamagedData(RestoreFailed):
+    """One file's backup data is damaged: the others may still be restored (OnDamage.INTACT)."""
 
 
 def select_entries(entries, sub_path, files):
@@ -90,11 +94,32 @@ def _write_verified(reader, entry, fd, on_bytes):
                 direct.finish()
         os.fsync(fd)
     except CorruptData as exc:
-        raise RestoreFailed(
+        raise DamagedData(
             f"{entry['path']}: the backup data is damaged ({exc}); nothing was written under its name."
         ) from exc
     if hasher.hexdigest() != entry["hash"]:
-        raise RestoreFailed(f"{entry['path']}: the restored data does not match its hash; nothing was written.")
+        raise DamagedData(f"{entry['path']}: the restored data does not match its hash; nothing was written.")
+
+
+def _write_intact(job, reader, entry, fd, progress, stats):
+    """_write_verified, except that with OnDamage.INTACT a damaged file is listed and left out (returns False)."""
+    written = 0
+
+    def on_bytes(n):
+        nonlocal written
+        written += n
+        progress.add_bytes(n)
+
+    try:
+        _write_verified(reader, entry, fd, on_bytes)
+    except DamagedData as exc:
+        if job.on_damage != OnDamage.INTACT:
+            raise
+        stats["damaged"].append({"path": entry["path"], "reason": str(exc)})
+        progress.add_bytes(max(0, entry["size"] - written))  # the file is dealt with: left out
+        progress.add_file()
+        return False
+    return True
 
 
 class _Target:
@@ -269,7 +294,9 @@ def _restore_one(job, target, reader, entry, progress, stats):
         try:
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600, dir_fd=fd)
             try:
-                _write_verified(reader, entry, out, progress.add_bytes)
+                if not _write_intact(job, reader, entry, out, progress, stats):
+                    _unlink(fd, tmp)
+                    return
                 os.chmod(out, entry["mode"] & SAFE_FILE_MODE)
                 os.utime(out, ns=(entry["mtime_ns"], entry["mtime_ns"]))
             finally:
@@ -368,9 +395,11 @@ def restore_to_bucket(job, reader, entries, progress, stats):
         fd, name = tempfile.mkstemp(dir=work, prefix=f"restore-{job.pk}-")
         try:
             try:
-                _write_verified(reader, entry, fd, progress.add_bytes)
+                intact = _write_intact(job, reader, entry, fd, progress, stats)
             finally:
                 os.close(fd)
+            if not intact:
+                continue
             bucket.put_file(key, name, entry.get("content_type"))
         finally:
             os.unlink(name)

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect
 
 from replication.models import ReplicatedPoint, ReplicationPair
-from restore.models import RestoreJob, RestoreTarget, TargetKind
+from restore.models import OnDamage, RestoreJob, RestoreTarget, TargetKind
 from tests.conftest import wait_until
 from vaults import services
 from vaults.models import BackupJob, BackupPoint, SourceType, Vault, VaultStatus, VaultType
@@ -226,6 +226,8 @@ def test_replicate_follow_stop_and_restore_the_replica(
     rerender(page, lambda: point_select.select_option(value=replica_point.id), "/restore-jobs/create/?")
     expect(dialog.get_by_label("Backup point")).to_have_value(replica_point.id)
     dialog.get_by_label("Restore target").select_option(label="us-nas (NAS file system)")
+    expect(dialog.get_by_label("If backup data is damaged")).to_have_value("fail")  # the default
+    dialog.get_by_label("If backup data is damaged").select_option(label=OnDamage.INTACT.label)
     with page.expect_response(lambda r: r.request.method == "POST" and "/restore-jobs/create/" in r.url) as started:
         dialog.get_by_role("button", name="Start restore").click()
     assert started.value.status == 200, started.value.text()
@@ -237,6 +239,7 @@ def test_replicate_follow_stop_and_restore_the_replica(
     assert_polling_stopped(page, restore_polls, "restore table")
     job.refresh_from_db()
     assert job.status == RestoreJob.Status.SUCCEEDED, job.error
+    assert job.on_damage == OnDamage.INTACT and job.report["files_damaged"] == 0
     assert files_under(restored) == files_under(original) == FILES
 
     assert csp_violations(console_messages) == [], console_messages

@@ -4,9 +4,11 @@ damaged backup data, a target directory that is missing or cannot be written, a 
 import os
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from console.models import AuditLog
-from restore.models import Existing, RestoreJob
+from restore.models import Existing, OnDamage, RestoreJob
+from restore.services import start_restore
 from tests.restore.conftest import (
     KiB,
     RawStore,
@@ -99,6 +101,68 @@ def test_corrupted_chunk_to_a_bucket_leaves_no_object_under_its_key(store_backen
         assert [p.name for p in local_bucket_dir(point_region, dest).rglob("*") if p.is_file()] == [
             p.split("/")[-1] for p in got
         ]
+
+
+@pytest.mark.parametrize("vault_kind", ["general", "replica"])
+def test_restore_what_is_intact_leaves_out_the_damaged_file_and_lists_it(
+    store_backend, vault_kind, tmp_path, account, point_of
+):
+    # rule S4 with OnDamage.INTACT: every intact file is restored and verified; the damaged one is not
+    # written under its name, is listed in the report and audited; "fail" stays the default (test above)
+    src = tmp_path / "src"
+    for name, data in FILES.items():
+        write(src / name, data)
+    point, point_region = point_of(vault_kind, SourceType.ECS_FILE, path=src)
+    corrupt_chunk_of(point, "b-victim.bin")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    job = restore(point, make_target(account, point_region, "ecs-instance", dest), on_damage=OnDamage.INTACT)
+
+    assert job.status == RestoreJob.Status.SUCCEEDED, job.error
+    assert sorted(os.listdir(dest)) == ["a-before.bin", "c-after.bin"]
+    assert all((dest / name).read_bytes() == FILES[name] for name in os.listdir(dest))
+    assert part_files(dest) == []
+    assert job.report["files_damaged"] == 1 and job.report["files_written"] == 2 and job.report["verified"] == 2
+    [damaged] = job.report["damaged"]
+    assert damaged["path"] == "b-victim.bin" and "damaged" in damaged["reason"]
+    assert (job.files_done, job.bytes_done) == (3, job.bytes_total)  # the damaged file is dealt with: left out
+    row = AuditLog.objects.get(action="run_restore", object_id=str(job.pk))
+    assert row.outcome == AuditLog.Outcome.SUCCESS and row.detail["damaged"] == 1
+
+
+def test_restore_what_is_intact_to_a_bucket(store_backend, tmp_path, account, region, point_of):
+    source = "src-" + os.urandom(5).hex()
+    if store_backend == "s3":
+        from tests.restore.conftest import s3_raw_client
+
+        client = s3_raw_client()
+        client.create_bucket(Bucket=source)
+        for name, data in FILES.items():
+            client.put_object(Bucket=source, Key=name, Body=data)
+    else:
+        for name, data in FILES.items():
+            write(local_bucket_dir(region, source) / name, data)
+    point, point_region = point_of("general", SourceType.OSS, bucket=source)
+    corrupt_chunk_of(point, "b-victim.bin")
+    dest = create_bucket(store_backend, point_region)
+
+    job = restore(point, make_target(account, point_region, "oss-bucket", dest, prefix="x"), on_damage=OnDamage.INTACT)
+
+    assert job.status == RestoreJob.Status.SUCCEEDED, job.error
+    got = bucket_objects(store_backend, point_region, dest)
+    assert sorted(got) == ["x/a-before.bin", "x/c-after.bin"] and all(got[k][0] == FILES[k[2:]] for k in got)
+    assert [d["path"] for d in job.report["damaged"]] == ["b-victim.bin"]
+
+
+def test_an_unknown_choice_for_damaged_data_is_refused(account, small_point, tmp_path):
+    point, point_region = small_point
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    target = make_target(account, point_region, "local-server", dest)
+    with pytest.raises(ValidationError, match="Unknown choice"):
+        start_restore(actor=None, point=point, target=target, on_damage="x")
+    assert not RestoreJob.objects.exists()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from django.core.management.base import CommandError
 from console.commandsupport import ServiceCommand, lookup
 from console.models import Account, Region
 from restore import selectors, services
-from restore.models import Existing, Network, RestoreJob, RestoreTarget, TargetKind
+from restore.models import Existing, Network, OnDamage, RestoreJob, RestoreTarget, TargetKind
 from vaults.models import BackupPoint
 
 
@@ -42,6 +42,12 @@ class Command(ServiceCommand):
         start.add_argument("--target", required=True, type=int)
         start.add_argument("--path", default="", help="only this part of a file tree")
         start.add_argument("--existing", default=Existing.FAIL, choices=Existing.values)
+        start.add_argument(
+            "--on-damage",
+            default=OnDamage.FAIL,
+            choices=OnDamage.values,
+            help="fail (default), or intact: restore what is intact and list the damaged files in the report",
+        )
         start.add_argument("--wait", action="store_true", help="run the job here and wait for it")
 
     def handle_target(self, *, verb, account, region, kind, location, prefix, name, network, **_):
@@ -66,12 +72,14 @@ class Command(ServiceCommand):
         )
         return target_json(target), f"{target.pk} {target.name}"
 
-    def handle_start(self, *, point_id, target, path, existing, wait, **_):
+    def handle_start(self, *, point_id, target, path, existing, on_damage, wait, **_):
         point = lookup(
             BackupPoint.objects.select_related("vault__region", "vault__account"), "backup point", pk=point_id
         )
         target = lookup(RestoreTarget.objects.select_related("region"), "restore target", pk=target)
-        job = services.start_restore(actor=None, point=point, target=target, sub_path=path, existing=existing)
+        job = services.start_restore(
+            actor=None, point=point, target=target, sub_path=path, existing=existing, on_damage=on_damage
+        )
         if wait:
             services.run_restore_job(job.pk)  # the queued task finds it finished and does nothing
             job.refresh_from_db()
