@@ -27,7 +27,7 @@ run: $(VENV)/.installed-run
 	$(PY) manage.py seed_demo
 	@echo "Console: http://127.0.0.1:$(PORT)/  (Ctrl-C stops the console and the worker)"
 	@$(PY) -P console/supervise.py --web '$(PY) manage.py runserver --noreload 127.0.0.1:$(PORT)' \
-	  --worker '$(VENV)/bin/celery -A console worker -Q "$$($(PY) manage.py worker_queues)" --beat --schedule=var/celerybeat-schedule --loglevel=INFO --concurrency=2'
+	  --worker 'env REMAP_SIGTERM=SIGQUIT $(VENV)/bin/celery -A console worker -Q "$$($(PY) manage.py worker_queues)" --beat --schedule=var/celerybeat-schedule --loglevel=INFO --concurrency=2'
 
 # The browser tests drive Debian's Chromium (no browser download): installed here when this is root on
 # Debian, else `make test` stops at once with the command to run. BROWSER_TESTS=0 skips the check.

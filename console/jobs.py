@@ -128,6 +128,9 @@ def run(kind, job_id, work, expected=()):
         return None
     try:
         return work(job)
+    except SystemExit:  # the worker is stopping and ends its pool process (billiard raises it there)
+        hand_back(kind, job)
+        raise
     except JobLost as exc:
         log.warning("%s", exc)
     except expected as exc:
@@ -136,6 +139,14 @@ def run(kind, job_id, work, expected=()):
         log.exception("%s %s failed", kind.model.__name__, job_id)
         _fail_quietly(kind, job, f"Unexpected error: {exc.__class__.__name__}: {exc}")
     return None
+
+
+def hand_back(kind, job):
+    """The worker stops: the job goes back to the queue as it is (what it stored is reused) and is sent again,
+    so the next worker resumes it at once instead of the reaper failing it."""
+    if _mine(job).update(status=JobStatus.QUEUED, attempt="", heartbeat=timezone.now()):
+        log.warning("%s %s handed back: the worker is stopping", kind.model.__name__, job.pk)
+        enqueue(kind, job.pk)
 
 
 def _fail_quietly(kind, job, reason):

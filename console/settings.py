@@ -163,6 +163,9 @@ BILLING_CURRENCY = env.get("BILLING_CURRENCY", "USD")
 # message is a row written in one transaction, so a worker never reads half of one (kombu's filesystem
 # transport could, and its JSONDecodeError ended the worker). A writer waits up to 30 s for the file's lock.
 CELERY_BROKER_URL = env.get("CELERY_BROKER_URL") or f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}?timeout=30"
+# Stopping a worker (SIGTERM, with REMAP_SIGTERM=SIGQUIT in its environment as `make run` sets it): its
+# running jobs get this long to finish, then each hands its job back to the queue (console/jobs.py).
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(env.get("CLOUD_BACKUP_WORKER_STOP_SECONDS", "8"))
 CELERY_TASK_DEFAULT_QUEUE = env.get("CELERY_DEFAULT_QUEUE", "console")
 # Replication tasks run on a queue per destination region, so workers can sit next to its store.
 REPLICATION_QUEUE_TEMPLATE = env.get("REPLICATION_QUEUE_TEMPLATE", "replication.{region}")

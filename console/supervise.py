@@ -19,7 +19,7 @@ import time
 
 FIRST_PAUSE, LONGEST_PAUSE = 1.0, 60.0
 HEALTHY_AFTER = 60.0  # a worker that ran this long died of something new: start again at once
-STOP_GRACE = 10.0  # warm shutdown time before SIGKILL
+STOP_GRACE = 20.0  # the worker's soft shutdown (CLOUD_BACKUP_WORKER_STOP_SECONDS, 8 s) and its end, before SIGKILL
 
 
 def say(text):

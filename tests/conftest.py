@@ -240,6 +240,8 @@ def celery_worker_process(transactional_db, settings, isolated_stores, broker_ur
         "CLOUD_BACKUP_SINGLE_TENANT": "1" if settings.SINGLE_TENANT else "0",
         "CELERY_DEFAULT_QUEUE": queue,
         "REPLICATION_QUEUE_TEMPLATE": queue,
+        # as `make run` starts it: SIGTERM gives running jobs a bounded time, then hands them back
+        "REMAP_SIGTERM": "SIGQUIT",
     }
     worker = WorkerProcess(env, queue, isolated_stores / "worker.log")
     try:
@@ -292,6 +294,11 @@ class WorkerProcess:
         except ProcessLookupError:
             pass
         self.proc.wait(15)
+
+    def terminate(self, timeout=30):
+        """SIGTERM, as a service manager stops a worker; returns once it has exited."""
+        self.proc.terminate()
+        self.proc.wait(timeout)
 
     def stop(self):
         if self.proc.poll() is None:
