@@ -1,13 +1,16 @@
 """Console shell: home, account switch, region-scoped pages other apps do not own yet, audit log."""
 
+from urllib.parse import urlsplit
+
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from .context_processors import region_switch_url
 from .pages import region_page
 from .selectors import SESSION_ACCOUNT_KEY, accounts_of, audit_log_of, enabled_regions
 
@@ -27,7 +30,20 @@ def switch_account(request):
     if account is None:
         return HttpResponseBadRequest("Not a member of that account.")
     request.session[SESSION_ACCOUNT_KEY] = account.slug
-    return HttpResponseRedirect(safe_next(request, request.POST.get("next", "")))
+    return HttpResponseRedirect(page_after_switch(request, safe_next(request, request.POST.get("next", ""))))
+
+
+def page_after_switch(request, url):
+    """The page the switch came from, or its section's list where it showed one of the other account's objects
+    (a vault, a job), which would be "not found" in this one."""
+    try:
+        match = resolve(urlsplit(url).path)
+    except Resolver404:
+        return url
+    if not set(match.kwargs) - {"region"}:
+        return url
+    region = match.kwargs.get("region") or request.session.get("region")
+    return region_switch_url(match, region) if region else reverse("home")
 
 
 def safe_next(request, url):

@@ -62,3 +62,21 @@ def test_an_https_console_does_not_send_back_to_plain_http(member_of_both, other
         "/account/switch/", {"account": other_account.slug, "next": "http://testserver/"}, secure=True
     )
     assert response["Location"] == VAULTS
+
+
+def test_from_a_page_of_the_other_accounts_vault_it_lands_on_the_vault_list(
+    member_of_both, account, other_account, make_vault
+):
+    # the vault is the account's left behind: its page would answer "not found" in the other one
+    vault = make_vault("left-behind")
+    page = f"/regions/cn-hangzhou/vaults/{vault.id}/"
+    assert member_of_both.get(page).status_code == 200
+    response = member_of_both.post("/account/switch/", {"account": other_account.slug, "next": page})
+    assert (response.status_code, response["Location"]) == (302, VAULTS)
+    assert member_of_both.get(VAULTS).status_code == 200
+
+
+def test_a_page_not_found_says_so_in_the_console(member_of_both):
+    response = member_of_both.get("/regions/cn-hangzhou/vaults/v-00000000000000000000/")
+    assert response.status_code == 404
+    assert b"Not found" in response.content and b'href="/"' in response.content and b"Log out" in response.content
