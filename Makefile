@@ -63,6 +63,12 @@ bench: $(VENV)/.installed-test
 bench-pages: $(VENV)/.installed-test
 	$(PY) tests/bench/bench_pages.py
 
+# 20 simulated users clicking through the console while a sync and a backup run (web server and worker
+# as real processes, loopback only): errors, p50/p99 page times, the sync's and the backup's slowdown.
+.PHONY: bench-load
+bench-load: $(VENV)/.installed-test
+	$(PY) tests/bench/bench_load.py $(BENCH_ARGS)
+
 # Replication: full sync, incremental sync, and lag with a real worker (one JSON line per figure).
 # BENCH_ARGS=--size-mb N is shared with `bench`; BENCH_REPLICATION_ARGS="--lag-seconds 30" for a quick run.
 .PHONY: bench-replication
