@@ -20,7 +20,7 @@ from pyfastcdc.cy import FastCDC
 
 from ..models import Chunk, Pack
 from .chunkstore import CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, PACK_TARGET, new_pack_name, pack_key
-from .tenantfs import OpenRoot, UnsafePath, key_problem, open_regular, walk
+from .tenantfs import OpenRoot, ReadTimedOut, TimedReads, UnsafePath, key_problem, open_regular, walk
 
 READ_BLOCK = 8 * 1024 * 1024
 _cdc = FastCDC(CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX)
@@ -355,7 +355,11 @@ def read_file_tree(writer, root, progress, warnings, parent=None):
                     continue
                 if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
                     st = opened  # replaced by another file since it was listed: read what was opened
-                chunks, size, digest = chunk_stream(writer, f, progress.add_bytes)
+                try:
+                    with TimedReads(f) as timed:
+                        chunks, size, digest = chunk_stream(writer, timed, progress.add_bytes)
+                except ReadTimedOut as exc:
+                    raise SourceError(f"{rel}: {exc.strerror} while reading it; the backup stopped there.") from None
                 after = os.fstat(f.fileno())
             if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or size != after.st_size:
                 warnings.append({"path": rel, "problem": "changed while it was being read"})

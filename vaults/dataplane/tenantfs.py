@@ -8,13 +8,66 @@ Keys and prefixes a tenant gives are checked here too. Nothing here knows of acc
 
 import errno
 import os
+import signal
 import stat
+import threading
 
 # O_NONBLOCK: opening a FIFO swapped in for a file returns at once (it is then skipped).
 NOFOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW
 KEY_MAX = 1024
 NAME_MAX = 255
+
+
+# How long one read of a tenant's file may take: a file system that stopped answering (a hung NFS or FUSE
+# mount) then ends the job naming the file, instead of holding its worker.
+READ_TIME_LIMIT = 60.0
+
+
+class ReadTimedOut(OSError):
+    def __init__(self, limit):
+        super().__init__(errno.ETIMEDOUT, f"no answer from the file system for {limit:g} s")
+
+
+class TimedReads:
+    """A file opened for reading whose every `readinto` has READ_TIME_LIMIT, as a context manager.
+
+    The limit is a timer signal (SIGALRM, which interrupts a blocked read), so it holds in a process's main
+    thread, where jobs run; in another thread reads are not limited. A read the kernel does not let a signal
+    interrupt stays blocked; the job's heartbeat then stops and its attempt is reaped and fenced off.
+    """
+
+    def __init__(self, file, limit=None):
+        self.file = file
+        self.limit = READ_TIME_LIMIT if limit is None else limit
+        self.timed = threading.current_thread() is threading.main_thread()
+        self.previous = None
+
+    def __enter__(self):
+        if self.timed:
+            self.previous = signal.signal(signal.SIGALRM, self._expired)
+        return self
+
+    def __exit__(self, *exc):
+        if self.timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+
+    def _expired(self, signum, frame):
+        raise ReadTimedOut(self.limit)
+
+    @property
+    def name(self):
+        return self.file.name
+
+    def readinto(self, buffer):
+        if not self.timed:
+            return self.file.readinto(buffer)
+        signal.setitimer(signal.ITIMER_REAL, self.limit)
+        try:
+            return self.file.readinto(buffer)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 class UnsafePath(Exception):
