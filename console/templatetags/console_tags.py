@@ -42,3 +42,27 @@ def money(value):
 def submission_token():
     """The hidden one-time token of a create form (console.services.once): new on every render."""
     return format_html('<input type="hidden" name="{}" value="{}">', SUBMISSION_FIELD, secrets.token_urlsafe(24))
+
+
+@register.tag("dialog_form")
+def dialog_form(parser, token):
+    """`{% dialog_form id="x" action=url once=True %}...{% end_dialog_form %}`: a console dialog's frame.
+
+    The open <dialog> labelled by "<id>-title", and a form that posts to `action` through htmx, answered in
+    place, its buttons disabled while it is sent, with its CSRF token and, for a create (`once`), its one-time
+    submission token. The content (title, fields, actions) is the tag's body.
+    """
+    kwargs = template.base.token_kwargs(token.split_contents()[1:], parser)
+    nodelist = parser.parse(("end_dialog_form",))
+    parser.delete_first_token()
+    return DialogFormNode(nodelist, kwargs)
+
+
+class DialogFormNode(template.Node):
+    def __init__(self, nodelist, kwargs):
+        self.nodelist, self.kwargs = nodelist, kwargs
+
+    def render(self, context):
+        dialog = {name: value.resolve(context) for name, value in self.kwargs.items()}
+        with context.push(dialog=dialog, dialog_body=self.nodelist.render(context)):
+            return context.template.engine.get_template("console/_dialog_form.html").render(context)

@@ -78,6 +78,7 @@ NOT_IDS = {
     "vault_type",
     "destination_region",  # a region code: regions are shared by every account
     "existing",
+    "on_damage",
     "sub_path",  # a path inside the point (rule T1: tests/restore)
     "network",
     "kind",
