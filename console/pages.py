@@ -72,28 +72,44 @@ def jobs_page(request, template, table, jobs, context, per_page=25):
     return render(request, template, context)
 
 
-def create_dialog(request, form, *, template, context, action, model, create, then):
-    """A create dialog: on a valid POST, `create(cleaned_data)` once per submission, then go to `then(made)`.
+def action_dialog(request, form, *, template, context, act, then):
+    """A dialog that does one thing on a valid POST, `act(cleaned_data)`, then goes to `then(result)`.
 
-    A repeat of a submission goes where the first went; a refusal re-renders the dialog with
-    the service's errors and 422; a GET with data (a choice changed) re-renders it without
-    errors. `context(form)` gives the template what it shows besides the form.
+    Invalid input or the service's refusal re-renders it with the errors and 422. `context(form)` gives
+    the template what it shows besides the form.
     """
     status = 200
     if request.method == "POST":
-        if (made := repeated(request, action, model)) is not None:
-            return done(request, then(made))
         if form.is_valid():
             try:
-                made = create_once(request, action, model, lambda: create(form.cleaned_data))
+                result = act(form.cleaned_data)
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
-                return done(request, then(made))
+                return done(request, then(result))
         status = 422
+    return render_page(request, template, {**context(form), "form": form}, status=status)
+
+
+def create_dialog(request, form, *, template, context, action, model, create, then):
+    """A create dialog (action_dialog): `create(cleaned_data)` runs once per submission.
+
+    A repeat of a submission goes where the first went; a GET with data (a choice changed)
+    re-renders the dialog without errors.
+    """
+    if request.method == "POST":
+        if (made := repeated(request, action, model)) is not None:
+            return done(request, then(made))
     elif form.is_bound:
         form.errors.clear()  # a re-render for a changed choice is not a submission
-    return render_page(request, template, {**context(form), "form": form}, status=status)
+    return action_dialog(
+        request,
+        form,
+        template=template,
+        context=context,
+        act=lambda data: create_once(request, action, model, lambda: create(data)),
+        then=then,
+    )
 
 
 def repeated(request, action, model):

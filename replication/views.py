@@ -9,18 +9,13 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import render
 from django.urls import reverse
 
-from console.forms import add_service_errors
-from console.pages import create_dialog, done, poll, region_page, render_page
+from console.pages import action_dialog, create_dialog, poll, region_page
 from vaults import selectors as vault_selectors
 
 from . import services
 from .forms import InitiateReplicationForm, StopReplicationForm
 from .models import ReplicationPair
 from .selectors import replication_of
-
-
-def _back_to_list(request, region):
-    return done(request, reverse("vaults:list", kwargs={"region": region.code}))
 
 
 def _start(actor, vault, form):
@@ -78,27 +73,25 @@ def initiate(request, account, region, vault_id):
 def stop(request, account, region, vault_id):
     """Rule R12: Stop backup vault replication, in the source's region, with typed confirmation."""
     vault = vault_selectors.vault_or_404(account, vault_id, region)
-    info = replication_of([vault])[vault.id]
-    form = StopReplicationForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        try:
-            pair = services.pair_to_stop(vault)
-            services.stop_replication(actor=request.user, pair=pair, confirmation=form.cleaned_data["confirmation"])
-        except ValidationError as exc:
-            add_service_errors(form, exc)
-        else:
-            return _back_to_list(request, region)
-        status = 422
-    context = {
-        "account": account,
-        "region": region,
-        "vault": vault,
-        "rep": info,
-        "form": form,
-        "partial": "stop-dialog",
-    }
-    return render_page(request, "replication/stop.html", context, status=status)
+
+    def stop_pair(data):
+        pair = services.pair_to_stop(vault)
+        return services.stop_replication(actor=request.user, pair=pair, confirmation=data["confirmation"])
+
+    return action_dialog(
+        request,
+        StopReplicationForm(request.POST or None),
+        template="replication/stop.html",
+        context=lambda form: {
+            "account": account,
+            "region": region,
+            "vault": vault,
+            "rep": replication_of([vault])[vault.id],
+            "partial": "stop-dialog",
+        },
+        act=stop_pair,
+        then=lambda _: reverse("vaults:list", kwargs={"region": region.code}),
+    )
 
 
 @region_page

@@ -9,8 +9,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from console.forms import add_service_errors
-from console.pages import create_dialog, done, jobs_page, region_page, render_page
+from console.pages import action_dialog, create_dialog, done, jobs_page, region_page
 
 from . import selectors, services
 from .forms import BackupSourceForm, BackupStartForm, BucketRegisterForm
@@ -31,22 +30,21 @@ def source_list(request, account, region):
 @region_page
 def bucket_register(request, account, region):
     """Register one of the account's own OSS buckets with an access key of its own (rule T2)."""
-    form = BucketRegisterForm(request.POST or None)
-    status = 200
-    if request.method == "POST":
-        if form.is_valid():
-            fields = form.cleaned_data
-            try:
-                services.register_bucket(
-                    actor=request.user, account=account, region=region, name=fields.pop("bucket"), **fields
-                )
-            except ValidationError as exc:
-                add_service_errors(form, exc)
-            else:
-                return done(request, reverse("backups:sources", kwargs={"region": region.code}))
-        status = 422
-    context = {"account": account, "region": region, "form": form, "partial": "bucket-dialog"}
-    return render_page(request, "vaults/bucket_register.html", context, status=status)
+
+    def register(data):
+        fields = dict(data)
+        return services.register_bucket(
+            actor=request.user, account=account, region=region, name=fields.pop("bucket"), **fields
+        )
+
+    return action_dialog(
+        request,
+        BucketRegisterForm(request.POST or None),
+        template="vaults/bucket_register.html",
+        context=lambda form: {"account": account, "region": region, "partial": "bucket-dialog"},
+        act=register,
+        then=lambda _: reverse("backups:sources", kwargs={"region": region.code}),
+    )
 
 
 @region_page

@@ -13,8 +13,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from console.forms import add_service_errors
-from console.pages import create_dialog, create_once, done, poll, region_page, render_page
+from console.pages import action_dialog, create_dialog, create_once, done, poll, region_page, render_page
 
 from . import selectors, services
 from .forms import ArchivingForm, PointFilterForm, VaultCreateForm, VaultDeleteForm
@@ -120,26 +119,20 @@ def vault_status(request, account, region, vault_id):
 def vault_delete(request, account, region, vault_id):
     """Rule V7: typed confirmation; refusals are shown, nothing changes."""
     vault = selectors.vault_or_404(account, vault_id, region)
-    form = VaultDeleteForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.delete_vault(actor=request.user, vault=vault, confirmation=form.cleaned_data["confirmation"])
-        except ValidationError as exc:
-            add_service_errors(form, exc)
-            status = 422
-        else:
-            url = reverse("vaults:list", kwargs={"region": region.code})
-            return done(request, url)
-    context = {
-        "account": account,
-        "region": region,
-        "vault": vault,
-        "form": form,
-        "partial": "delete-dialog",
-        "deletion_refusal": services.deletion_refusal(vault),
-    }
-    return render_page(request, "vaults/vault_delete.html", context, status=status)
+    return action_dialog(
+        request,
+        VaultDeleteForm(request.POST or None),
+        template="vaults/vault_delete.html",
+        context=lambda form: {
+            "account": account,
+            "region": region,
+            "vault": vault,
+            "partial": "delete-dialog",
+            "deletion_refusal": services.deletion_refusal(vault),
+        },
+        act=lambda data: services.delete_vault(actor=request.user, vault=vault, confirmation=data["confirmation"]),
+        then=lambda _: reverse("vaults:list", kwargs={"region": region.code}),
+    )
 
 
 @require_POST
@@ -158,26 +151,22 @@ def vault_retry(request, account, region, vault_id):
 def vault_lock(request, account, region, vault_id):
     """Rule L1: turning the backup lock on asks for the vault's name, since it cannot be turned off."""
     vault = selectors.vault_or_404(account, vault_id, region)
-    form = VaultDeleteForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.enable_backup_lock(actor=request.user, vault=vault, confirmation=form.cleaned_data["confirmation"])
-        except ValidationError as exc:
-            add_service_errors(form, exc)
-        else:
-            url = reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id})
-            return done(request, url)
-        status = 422
-    context = {
-        "account": account,
-        "region": region,
-        "vault": vault,
-        "form": form,
-        "partial": "lock-dialog",
-        "refusal": services.lock_refusal(vault),
-    }
-    return render_page(request, "vaults/vault_lock.html", context, status=status)
+    return action_dialog(
+        request,
+        VaultDeleteForm(request.POST or None),
+        template="vaults/vault_lock.html",
+        context=lambda form: {
+            "account": account,
+            "region": region,
+            "vault": vault,
+            "partial": "lock-dialog",
+            "refusal": services.lock_refusal(vault),
+        },
+        act=lambda data: services.enable_backup_lock(
+            actor=request.user, vault=vault, confirmation=data["confirmation"]
+        ),
+        then=lambda _: reverse("vaults:detail", kwargs={"region": region.code, "vault_id": vault.id}),
+    )
 
 
 @require_POST
