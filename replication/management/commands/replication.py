@@ -8,10 +8,11 @@ from django.core.management.base import CommandError
 from django.db.models import Count, Q, Sum
 
 from console.commandsupport import ServiceCommand, lookup
-from console.models import Region, ResourceGroup
+from console.models import Region
 from replication import engine, services, tasks
 from replication.models import ReplicatedPoint, ReplicationPair
-from vaults.models import BackupPoint, EncryptionMethod, KmsKey, Tier, Vault
+from vaults.management.lookups import group_and_key
+from vaults.models import BackupPoint, EncryptionMethod, Tier, Vault
 
 
 def _iso(value):
@@ -112,17 +113,7 @@ class Command(ServiceCommand):
                 target_vault=lookup(Vault.objects, "vault", pk=target),
             )
         else:
-            account = source_vault.account
-            group = (
-                lookup(ResourceGroup.objects, "resource group", account=account, name=resource_group)
-                if resource_group
-                else None
-            )
-            key = None
-            if kms_key:
-                key = KmsKey.objects.filter(account=account, key_id=kms_key).first()
-                if key is None:
-                    raise CommandError(f"kms_key: no KMS key {kms_key} in account {account.slug}.")
+            group, key = group_and_key(source_vault.account, resource_group, kms_key)
             create = {
                 "name": create_name,
                 "description": description,

@@ -5,9 +5,10 @@ import time
 from django.core.management.base import CommandError
 
 from console.commandsupport import ServiceCommand, lookup
-from console.models import Account, Region, ResourceGroup
+from console.models import Account, Region
 from vaults import selectors, services
-from vaults.models import EncryptionMethod, KmsKey, Vault, VaultStatus, VaultType
+from vaults.management.lookups import group_and_key
+from vaults.models import EncryptionMethod, Vault, VaultStatus, VaultType
 
 
 def vault_json(vault):
@@ -73,16 +74,7 @@ class Command(ServiceCommand):
     ):
         account = lookup(Account.objects, "account", slug=account)
         region = lookup(Region.objects, "region", code=region)
-        group = (
-            lookup(ResourceGroup.objects, "resource group", account=account, name=resource_group)
-            if resource_group
-            else None
-        )
-        key = None
-        if kms_key:
-            key = KmsKey.objects.filter(account=account, key_id=kms_key).first()
-            if key is None:
-                raise CommandError(f"kms_key: no KMS key {kms_key} in account {account.slug}.")
+        group, key = group_and_key(account, resource_group, kms_key)
         vault = services.create_vault(
             actor=None,
             account=account,
