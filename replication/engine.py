@@ -242,7 +242,9 @@ def _leave_history(pair, copy):
 
 
 def count_traffic(pair, size):
-    """Rule B1: bytes count as sent between regions when they reach the target store, committed or not."""
+    """Rule B1: bytes count as sent between regions once they are in the target store and recorded there (a
+    pack indexed, a manifest written), committed into a point or not. A pack a killed worker stored but did
+    not record is sent again and counted once: the service's crash is not the account's traffic."""
     with transaction.atomic():
         ReplicationPair.objects.filter(pk=pair.pk).update(
             bytes_sent=F("bytes_sent") + size,

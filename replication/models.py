@@ -44,6 +44,9 @@ class ReplicationPair(models.Model):
     error = models.TextField(blank=True, help_text="Why copying is failing now; retried with backoff.")
     error_since = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    retry_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the one retry scheduled after a failure runs (backoff)."
+    )
     created = models.DateTimeField(auto_now_add=True)
     stopped = models.DateTimeField(null=True, blank=True)
     history_points_total = models.PositiveIntegerField(default=0)

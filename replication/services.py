@@ -6,12 +6,13 @@ condition is set by `note_pair_error` and cleared by `clear_pair_error`.
 """
 
 import logging
+from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from console import jobs as console_jobs
@@ -293,9 +294,24 @@ def note_pair_error(pair_id, reason):
 
 def clear_pair_error(locked):
     """A sync round went through: the pair's error condition ends."""
-    if locked.error:
-        locked.error, locked.error_since, locked.attempts = "", None, 0
-        locked.save(update_fields=["error", "error_since", "attempts"])
+    if locked.error or locked.retry_at:
+        locked.error, locked.error_since, locked.attempts, locked.retry_at = "", None, 0, None
+        locked.save(update_fields=["error", "error_since", "attempts", "retry_at"])
+
+
+def claim_retry(pair_id, delay):
+    """Whether this failed attempt schedules the pair's retry: one at a time per pair, so attempts started
+    by the reconcile or by a new point while a retry waits do not each start a chain of their own."""
+    now = timezone.now()
+    pending = Q(retry_at__isnull=False, retry_at__gt=now)
+    return bool(
+        ReplicationPair.objects.filter(pk=pair_id).exclude(pending).update(retry_at=now + timedelta(seconds=delay))
+    )
+
+
+def retry_pending(pair):
+    """A retry of the pair's sync is scheduled: the reconcile leaves it to that retry."""
+    return pair.retry_at is not None and pair.retry_at > timezone.now()
 
 
 def pair_to_stop(vault):

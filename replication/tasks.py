@@ -34,14 +34,16 @@ def sync_pair_task(self, pair_id):
         return  # a disabled region: the pair says why it waits; the reconcile sends it again once enabled
     except RETRYABLE as exc:
         delay = services.note_pair_error(pair_id, f"{exc.__class__.__name__}: {exc}")
-        if delay is not None and not self.request.is_eager:  # an eager call reports once instead of looping
+        if delay is None or self.request.is_eager:  # an eager call reports once instead of looping
+            return
+        if services.claim_retry(pair_id, delay):  # else a retry is scheduled already
             raise self.retry(countdown=delay, exc=exc, queue=self.request.delivery_info.get("routing_key")) from exc
 
 
 @shared_task
 def reconcile_pairs_task():
     """The periodic catch-all: every running pair syncs, so nothing a trigger missed stays behind
-    (but a pair that waits for a disabled region, whose queue may have no worker)."""
+    (but a pair that waits for a disabled region, whose queue may have no worker, or for its scheduled retry)."""
     for pair in ReplicationPair.objects.active().select_related("source_vault__region", "target_vault__region"):
-        if pair.stall_reason is None:
+        if pair.stall_reason is None and not services.retry_pending(pair):
             services.enqueue_sync(pair.pk)
