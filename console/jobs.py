@@ -143,10 +143,15 @@ def run(kind, job_id, work, expected=()):
 
 def hand_back(kind, job):
     """The worker stops: the job goes back to the queue as it is (what it stored is reused) and is sent again,
-    so the next worker resumes it at once instead of the reaper failing it."""
-    if _mine(job).update(status=JobStatus.QUEUED, attempt="", heartbeat=timezone.now()):
-        log.warning("%s %s handed back: the worker is stopping", kind.model.__name__, job.pk)
-        enqueue(kind, job.pk)
+    so the next worker resumes it at once instead of the reaper failing it. If the broker cannot be reached
+    now, the job stays queued and the upkeep sends it again."""
+    if not _mine(job).update(status=JobStatus.QUEUED, attempt="", heartbeat=timezone.now()):
+        return
+    log.warning("%s %s handed back: the worker is stopping", kind.model.__name__, job.pk)
+    try:
+        current_app.send_task(kind.task, args=(job.pk,))
+    except Exception as exc:
+        log.warning("%s %s stays queued for the upkeep to send again: %s", kind.model.__name__, job.pk, exc)
 
 
 def _fail_quietly(kind, job, reason):

@@ -149,6 +149,8 @@ class AuditLog(models.Model):
     action = models.CharField(max_length=64)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.SUCCESS)
     detail = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)  # prices are Decimals
+    # random and unique, among the values the row's HMAC covers: a copy of a row cannot be added again
+    nonce = models.CharField(max_length=32, null=True, blank=True, unique=True, editable=False)
     # the row's HMAC over its own values, by the service that wrote it: a row written otherwise has none
     mac = models.CharField(max_length=64, blank=True, editable=False)
     # its place in the chain and the HMAC over it and the previous row's chain value (console/audit.py)

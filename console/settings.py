@@ -196,9 +196,9 @@ BACKUP_PATH_ROOTS = [p for p in env.get("BACKUP_PATH_ROOTS", "").split(":") if p
 SINGLE_TENANT = env_bool("CLOUD_BACKUP_SINGLE_TENANT", not env.get("DATABASE_URL"))
 MASTER_SECRET = env.get("CLOUD_BACKUP_MASTER_SECRET", "")
 MASTER_SECRET_FILE = Path(env.get("CLOUD_BACKUP_MASTER_SECRET_FILE", DATA_DIR / "secrets" / "master.key"))
-# The region whose object store keeps the audit log's head outside the database (vaults/services/audit_head.py);
-# empty: the first region by code.
-AUDIT_HEAD_REGION = env.get("AUDIT_HEAD_REGION", "")
+# The region whose object store (as OBJECT_STORE's defaults name it) keeps the audit log's head outside the
+# database (vaults/services/audit_head.py).
+AUDIT_HEAD_REGION = env.get("AUDIT_HEAD_REGION", "cn-hangzhou")
 KMS = {
     "backend": env.get("KMS_BACKEND", "local"),
     "local_root": str(Path(env.get("KMS_LOCAL_ROOT", DATA_DIR / "kms")).resolve()),

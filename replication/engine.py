@@ -28,6 +28,8 @@ from vaults.services import (
     chunk_pks_of,
     collect_garbage,
     commit_replica_point,
+    committing,
+    forget_object,
     initialize_vault_storage,
     remove_point,
     retry_vault_initialization,
@@ -190,11 +192,8 @@ def copy_point(pair, copy):
     target_store.put(target_key, blob)
     count_traffic(pair, len(blob))
     sent += len(blob)
-    try:
+    with committing(target_store, target_key):
         return _commit_copy(pair, copy, source_point, target_point_id, target_key, len(blob), len(refs), sent)
-    except BaseException:
-        _remove_stored(target_store, target_key)
-        raise
 
 
 class PointProgress:
@@ -274,7 +273,7 @@ def copy_chunks(pair, source_store, target_store, source_codec, target_codec, mi
             try:
                 indexed = _index_pack(pair, key, size, rows)
             except PairStopped:
-                _remove_stored(target_store, key)
+                forget_object(target_store, key)
                 raise
             if progress is not None:
                 progress.add(rows)
@@ -292,21 +291,13 @@ def copy_chunks(pair, source_store, target_store, source_codec, target_codec, mi
         except PairStopped:
             for future in inflight:  # packs stored after the stop are taken back too
                 if not future.cancel() and future.exception() is None:
-                    _remove_stored(target_store, future.result()[0])
+                    forget_object(target_store, future.result()[0])
             raise
         except BaseException:
             for future in inflight:
                 future.cancel()
             raise
     return sent
-
-
-def _remove_stored(target_store, key):
-    """Take back an object stored for a copy that will not be committed."""
-    try:
-        target_store.delete(key)
-    except Exception:  # garbage collection sweeps it once it is old
-        log.warning("Could not remove %s from the target's store", key)
 
 
 def _plan_packs(missing):

@@ -262,16 +262,21 @@ def _run(job):
     jobs.beat(job, files_total=len(data_entries), bytes_total=sum(e["size"] for e in data_entries))
     stats = {"files_written": 0, "bytes_written": 0, "files_skipped": 0, "skipped": [], "verified": 0, "damaged": []}
     billed = target.sends_over_internet  # rule B2: outbound traffic
+    # what earlier attempts of the job sent (a worker stopped, the job resumed) stays counted and billed
+    sent_before = job.bytes_written
+
+    def sent():
+        return sent_before + stats["bytes_written"]
 
     def save(progress):
         jobs.beat(
             job,
             files_done=progress.files,
             bytes_done=progress.bytes,
-            bytes_written=stats["bytes_written"],
+            bytes_written=sent(),
             files_skipped=stats["files_skipped"],
             files_verified=stats["verified"],
-            internet_bytes=stats["bytes_written"] if billed else 0,
+            internet_bytes=sent() if billed else 0,
         )
 
     progress = Progress(save)
@@ -282,7 +287,7 @@ def _run(job):
             restore_to_tree(job, reader, entries, progress, stats)
     finally:  # what was sent before a failure is counted (and billed) too
         progress.tick(force=True)
-    internet = stats["bytes_written"] if billed else 0
+    internet = sent() if billed else 0
     stats["skipped"] = stats["skipped"][:100]
     stats["files_damaged"] = len(stats["damaged"])  # left out (OnDamage.INTACT); the list names the first 100
     stats["damaged"] = stats["damaged"][:100]

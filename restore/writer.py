@@ -19,7 +19,7 @@ from django.conf import settings
 
 from vaults.dataplane.chunkstore import CorruptData
 from vaults.dataplane.directio import DIRECT_MIN, DirectWriter, write_all
-from vaults.dataplane.objectstore import path_refusal
+from vaults.dataplane.objectstore import ObjectStoreError, path_refusal
 from vaults.dataplane.tenantfs import (
     DIRECTORY,
     NOFOLLOW,
@@ -367,6 +367,22 @@ def _already_restored(dir_fd, name, entry):
         os.close(fd)
 
 
+def _object_holds(bucket, key, entry):
+    """The bucket's object at `key` is exactly the entry's data (by size and hash)."""
+    hasher, size = blake3.blake3(), 0
+    try:
+        body = bucket.open(key)
+        try:
+            while block := body.read(1 << 20):
+                hasher.update(block)
+                size += len(block)
+        finally:
+            body.close()
+    except (OSError, ObjectStoreError):
+        return False
+    return size == entry["size"] and hasher.hexdigest() == entry["hash"]
+
+
 def restore_to_bucket(job, reader, entries, progress, stats):
     target = job.target
     bucket = open_oss_bucket(account=target.account, region=target.region, name=target.location)
@@ -375,20 +391,24 @@ def restore_to_bucket(job, reader, entries, progress, stats):
         keys = {e["path"]: join_key(target.prefix, e["path"]) for e in entries}
     except UnsafePath as exc:
         raise RestoreFailed(f"Refusing a key outside the target's prefix: {exc}.") from None
+    identical = set()  # with "fail": objects already exactly the entry (an earlier attempt of this job wrote them)
     if existing == Existing.FAIL:
-        clashes = [path for path, key in keys.items() if bucket.exists(key)]
+        there = [e for e in entries if bucket.exists(keys[e["path"]])]
+        clashes = [e["path"] for e in there if not _object_holds(bucket, keys[e["path"]], e)]
         if clashes:
             raise RestoreFailed(
                 f"{len(clashes)} object(s) already exist in the bucket, first {clashes[0]}; "
                 "nothing was written. Choose skip or overwrite."
             )
+        identical = {e["path"] for e in there}
     work = Path(settings.DATA_DIR) / "tmp"
     work.mkdir(parents=True, exist_ok=True)
     for entry in entries:
         key = keys[entry["path"]]
-        if existing == Existing.SKIP and bucket.exists(key):
+        if entry["path"] in identical or (existing == Existing.SKIP and bucket.exists(key)):
+            reason = "already identical" if entry["path"] in identical else "exists"
             stats["files_skipped"] += 1
-            stats["skipped"].append({"path": entry["path"], "reason": "exists"})
+            stats["skipped"].append({"path": entry["path"], "reason": reason})
             progress.add_bytes(entry["size"])
             progress.add_file()
             continue

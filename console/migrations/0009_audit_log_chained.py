@@ -23,6 +23,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='auditlog',
+            name='nonce',
+            field=models.CharField(blank=True, editable=False, max_length=32, null=True, unique=True),
+        ),
+        migrations.AddField(
+            model_name='auditlog',
             name='seq',
             field=models.BigIntegerField(blank=True, editable=False, null=True, unique=True),
         ),

@@ -67,6 +67,8 @@ def test_values_read_back_from_the_database_verify_as_they_were_signed(db):
         object_type="region",
         price=Decimal("0.0250"),
         big=1e20,
+        bigger=1e23,
+        huge=2.0**60,
         ratio=0.1 + 0.2,
         name="Zürich 東京",
         nested={"list": [1, 2.0, None, True], "when": timezone.now()},
@@ -142,6 +144,55 @@ def test_a_forged_head_copy_is_found(db):
     assert problems({**copy, "seq": copy["seq"] - 1}) == [
         "The copy of the head outside the database is not signed by this service."
     ]
+    assert problems({"seq": "x"}) == ["The copy of the head outside the database is unreadable."]
+
+
+def test_the_copy_outside_the_database_follows_only_a_log_that_continues_it(db):
+    """Rows removed and the rest sealed again (the owner lifts the guard, clears their numbers): the next
+    periodic write keeps the old copy, so verify still finds the removal."""
+    rows = sealed_rows(4)
+    audit_head.write_audit_head()
+    with as_database_owner() as cursor:
+        cursor.execute("DELETE FROM console_auditlog WHERE id = %s", [rows[1].pk])
+        cursor.execute("UPDATE console_auditlog SET seq = NULL, chain = '' WHERE seq >= %s", [rows[1].seq])
+    write_rows(1)  # the log grows on past the copy's row
+    audit.seal()  # the sealer chains the rest again, seamlessly
+    assert problems() == []  # the chain alone cannot tell
+    with pytest.raises(audit_head.HeadNotReplaced, match="rows were rewritten"):
+        audit_head.write_audit_head()
+    with pytest.raises(CommandError, match="rows were rewritten"):
+        call_command("audit", "verify")
+    # the newest rows removed, then the periodic write: the copy stays, and says how many are gone
+    with as_database_owner() as cursor:
+        cursor.execute("DELETE FROM console_auditlog WHERE seq >= %s", [rows[-1].seq])
+    with pytest.raises(audit_head.HeadNotReplaced, match="missing: removed"):
+        audit_head.write_audit_head()
+    assert audit_head.read_audit_head()["seq"] == rows[-1].seq  # the copy written before all this
+
+
+def test_a_copied_row_cannot_be_added_again(db):
+    row = sealed_rows(1)[0]
+    with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO console_auditlog (created, actor_name, account_name, region_code, object_type, object_id, "
+            "action, outcome, detail, nonce, mac, chain) SELECT created, actor_name, account_name, region_code, "
+            "object_type, object_id, action, outcome, detail, nonce, mac, '' FROM console_auditlog WHERE id = %s",
+            [row.pk],
+        )
+
+
+def test_without_the_copy_outside_the_database_verify_notes_it(db):
+    row = AuditLog(
+        created=timezone.now() - audit.SEAL_GRACE - timedelta(minutes=1),
+        actor_name="system",
+        object_type="test",
+        action="test_action",
+    )
+    audit.sign(row)
+    AuditLog.objects.bulk_create([row])
+    audit.seal()
+    verdict = audit.verify(copy=None)
+    assert verdict.problems == [] and verdict.notes[0].startswith("There is no copy of the head outside the database")
 
 
 def test_a_row_never_sealed_is_found_once_the_sealer_should_have_run(db):

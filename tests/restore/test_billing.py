@@ -15,6 +15,7 @@ from console.models import Region
 from console.overview import billing
 from console.overview.billing import GB
 from replication.models import CrossRegionTraffic, ReplicationPair
+from restore import services as restore_services
 from restore.models import Existing, Network, RestoreJob
 from tests.restore.conftest import KiB, make_target, random_bytes, restore, restore_ok, write
 from vaults import services as vault_services
@@ -63,6 +64,21 @@ def test_on_premises_over_the_internet_bills_the_bytes_written(tmp_path, account
     # a second run sends nothing (every file already identical), so nothing is billed
     again = restore_ok(point, target, existing=Existing.SKIP)
     assert again.bytes_written == 0 and again.internet_bytes == 0
+
+
+def test_a_resumed_restore_keeps_what_earlier_attempts_sent_billed(tmp_path, account, point_of, src):
+    # rule B2: an attempt that sent part of the data and stopped (its worker stopped; the job was handed back)
+    point, point_region = point_of("general", SourceType.ON_PREMISES_FILE, path=src)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    target = make_target(account, point_region, "local-server", dest, network=Network.INTERNET)
+    job = restore_services.start_restore(actor=None, point=point, target=target)
+    sent_before = 4096  # what the first attempt sent before its worker stopped
+    RestoreJob.objects.filter(pk=job.pk).update(bytes_written=sent_before, internet_bytes=sent_before)
+    restore_services.run_restore_job(job.pk)
+    job.refresh_from_db()
+    assert job.status == RestoreJob.Status.SUCCEEDED, job.error
+    assert job.internet_bytes == job.bytes_written == sent_before + TOTAL == job.report["internet_bytes"]
 
 
 def test_on_premises_skipped_files_are_not_billed(tmp_path, account, point_of, src):

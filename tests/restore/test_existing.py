@@ -168,3 +168,15 @@ def test_bucket_skip_and_overwrite(oss_setup):
     if backend == "s3":
         assert {v[1] for v in got.values()} == {"application/x-test"}
     assert job.report["files_written"] == 2
+
+
+def test_bucket_fail_treats_objects_already_identical_as_restored(oss_setup):
+    # a restore run again (its worker stopped and it resumed, or started anew) is not refused by its own objects
+    backend, point, point_region, target, dest, objects = oss_setup
+    restore_ok(point, target, existing=Existing.OVERWRITE)
+    again = restore_ok(point, target, existing=Existing.FAIL)
+    assert again.report["files_written"] == 0 and again.files_skipped == 2 and again.bytes_written == 0
+    assert {s["reason"] for s in again.report["skipped"]} == {"already identical"}
+    assert {k: v[0] for k, v in bucket_objects(backend, point_region, dest).items()} == {
+        "r/" + k: v for k, v in objects.items()
+    }

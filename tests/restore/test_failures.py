@@ -131,6 +131,32 @@ def test_restore_what_is_intact_leaves_out_the_damaged_file_and_lists_it(
     assert row.outcome == AuditLog.Outcome.SUCCESS and row.detail["damaged"] == 1
 
 
+def test_a_pack_cut_short_is_damage_to_the_files_in_its_lost_part(store_backend, tmp_path, account, point_of):
+    # a pack object truncated in the store (or gone): the chunks past its end are damaged data, not an outage;
+    # "restore what is intact" restores the files before the cut and names the others
+    src = tmp_path / "src"
+    for name, data in FILES.items():
+        write(src / name, data)
+    point, point_region = point_of("general", SourceType.ECS_FILE, path=src)
+    victim = next(e for e in PointReader(point).manifest()["entries"] if e["path"] == "b-victim.bin")
+    first = Chunk.objects.select_related("pack").get(vault=point.vault, chunk_id=bytes.fromhex(victim["chunks"][0][0]))
+    store = RawStore(point.vault.region)
+    store.write(first.pack.key, store.read(first.pack.key)[: first.offset])  # cut where b-victim.bin begins
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    target = make_target(account, point_region, "ecs-instance", dest)
+
+    failed = restore(point, target)
+    assert failed.status == RestoreJob.Status.FAILED and "b-victim.bin" in failed.error and "damaged" in failed.error
+
+    job = restore(point, target, on_damage=OnDamage.INTACT)
+    assert job.status == RestoreJob.Status.SUCCEEDED, job.error
+    assert (dest / "a-before.bin").read_bytes() == FILES["a-before.bin"]
+    damaged = {d["path"] for d in job.report["damaged"]}
+    assert "b-victim.bin" in damaged and not (dest / "b-victim.bin").exists()
+    assert set(os.listdir(dest)) == set(FILES) - damaged
+
+
 def test_restore_what_is_intact_to_a_bucket(store_backend, tmp_path, account, region, point_of):
     source = "src-" + os.urandom(5).hex()
     if store_backend == "s3":

@@ -29,6 +29,22 @@ class ObjectStoreError(Exception):
     """The region's object store refused or could not be reached."""
 
 
+class ObjectMissing(ObjectStoreError):
+    """The store answered, and the object is not there, or shorter than it was written: damage, not an outage."""
+
+
+S3_MISSING = {"NoSuchKey", "404", "InvalidRange", "416"}
+
+
+def _read_error(store, key, exc):
+    """The error of a failed read: ObjectMissing where the store said the object (or the range) is not there."""
+    missing = isinstance(exc, FileNotFoundError) or (
+        isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in S3_MISSING
+    )
+    reason = exc.strerror if isinstance(exc, OSError) else exc
+    return (ObjectMissing if missing else ObjectStoreError)(f"Cannot read {key} from {store}: {reason}")
+
+
 def store_config(region):
     """The effective store settings of a region: its own row, else the deployment default."""
     default = settings.OBJECT_STORE
@@ -112,7 +128,7 @@ class LocalRegionStore:
         try:
             return self._path(key).read_bytes()
         except OSError as exc:
-            raise ObjectStoreError(f"Cannot read {key} from {self}: {exc.strerror}") from exc
+            raise _read_error(self, key, exc) from exc
 
     def get_range(self, key, offset, length):
         try:
@@ -123,9 +139,9 @@ class LocalRegionStore:
                 # packs are not in the page cache (written with O_DIRECT): start reading them now.
                 os.posix_fadvise(f.fileno(), offset + length, length, os.POSIX_FADV_WILLNEED)
         except OSError as exc:
-            raise ObjectStoreError(f"Cannot read {key} from {self}: {exc.strerror}") from exc
+            raise _read_error(self, key, exc) from exc
         if len(data) != length:
-            raise ObjectStoreError(f"{key} in {self} is shorter than expected.")
+            raise ObjectMissing(f"{key} in {self} is shorter than expected.")
         return data
 
     def exists(self, key):
@@ -221,7 +237,7 @@ class S3RegionStore:
         try:
             return self.client.get_object(Bucket=self.bucket_name, Key=key)["Body"].read()
         except (ClientError, BotoCoreError) as exc:
-            raise ObjectStoreError(f"Cannot read {key} from {self}: {exc}") from exc
+            raise _read_error(self, key, exc) from exc
 
     def get_range(self, key, offset, length):
         try:
@@ -229,9 +245,9 @@ class S3RegionStore:
                 Bucket=self.bucket_name, Key=key, Range=f"bytes={offset}-{offset + length - 1}"
             )["Body"].read()
         except (ClientError, BotoCoreError) as exc:
-            raise ObjectStoreError(f"Cannot read {key} from {self}: {exc}") from exc
+            raise _read_error(self, key, exc) from exc
         if len(body) != length:
-            raise ObjectStoreError(f"{key} in {self} is shorter than expected.")
+            raise ObjectMissing(f"{key} in {self} is shorter than expected.")
         return body
 
     def delete(self, key):

@@ -11,7 +11,7 @@ import blake3
 from ..models import BackupPoint, Chunk, Pack
 from .chunkstore import ChunkCodec, CorruptData
 from .keys import vault_keys
-from .objectstore import ObjectStoreError, region_store
+from .objectstore import ObjectMissing, ObjectStoreError, region_store
 
 
 class PointReader:
@@ -48,7 +48,18 @@ class PointReader:
     WINDOW = 8 * 1024 * 1024
 
     def _blob(self, key, offset, length):
-        """A chunk's stored bytes; reads a window of its pack, since a file's chunks usually follow each other."""
+        """A chunk's stored bytes; a pack gone or cut short is damage (CorruptData), as a flipped bit is."""
+        try:
+            return self._window_of(key, offset, length)
+        except ObjectMissing:
+            pass  # a pack cut short may still hold this chunk: read just it
+        try:
+            return self.store.get_range(key, offset, length)
+        except ObjectMissing as exc:
+            raise CorruptData(f"a pack is missing or cut short: {exc}") from exc
+
+    def _window_of(self, key, offset, length):
+        """Reads a window of the pack, since a file's chunks usually follow each other."""
         cached = self._window
         if cached and cached[0] == key and cached[1] <= offset and offset + length <= cached[1] + len(cached[2]):
             start = offset - cached[1]

@@ -19,8 +19,8 @@ KEY_MAX = 1024
 NAME_MAX = 255
 
 
-# How long one read of a tenant's file may take: a file system that stopped answering (a hung NFS or FUSE
-# mount) then ends the job naming the file, instead of holding its worker.
+# How long one read of a tenant's file may take: a read that stalls where a signal interrupts it (a soft NFS
+# mount, a network file system or FUSE daemon that stops answering) then ends the job naming the file.
 READ_TIME_LIMIT = 60.0
 
 
@@ -33,8 +33,9 @@ class TimedReads:
     """A file opened for reading whose every `readinto` has READ_TIME_LIMIT, as a context manager.
 
     The limit is a timer signal (SIGALRM, which interrupts a blocked read), so it holds in a process's main
-    thread, where jobs run; in another thread reads are not limited. A read the kernel does not let a signal
-    interrupt stays blocked; the job's heartbeat then stops and its attempt is reaped and fenced off.
+    thread, where jobs run; in another thread reads are not limited. A read the kernel lets only a fatal
+    signal interrupt (a hard NFS mount) stays blocked: the job's heartbeat then stops, the job is failed by
+    the reaper after 90 s and its attempt fenced off, so nothing it does later lands.
     """
 
     def __init__(self, file, limit=None):
@@ -51,7 +52,8 @@ class TimedReads:
     def __exit__(self, *exc):
         if self.timed:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
+            # None: a handler set outside Python, which cannot be put back; the default is what it stood for
+            signal.signal(signal.SIGALRM, signal.SIG_DFL if self.previous is None else self.previous)
 
     def _expired(self, signum, frame):
         raise ReadTimedOut(self.limit)

@@ -14,7 +14,7 @@ from .backups import (
     vault_backup_refusal,
 )
 from .buckets import assign_bucket, open_oss_bucket, oss_bucket_refusal, register_bucket
-from .gc import collect_garbage, remove_point
+from .gc import collect_garbage, committing, forget_object, remove_point
 from .hooks import (
     BACKUP_GUARDS,
     DELETE_GUARDS,
@@ -88,6 +88,8 @@ __all__ = [
     "POINT_DELETE_GUARDS",
     "backup_refusal",
     "collect_garbage",
+    "committing",
+    "forget_object",
     "note_storage_usage_of_all_vaults",
     "point_delete_refusal",
     "point_delete_refusals",

@@ -1,6 +1,10 @@
 """The audit log's head kept outside the database (rule A3, T4; console/audit.py): every few minutes the
-newest sealed row's number and chain value, signed, are written to the object store of the console's
-region, so that removing the newest rows from the database shows in `manage.py audit verify`."""
+newest sealed row's number and chain value, signed, are written to an object store, so that removing the
+newest rows from the database shows in `manage.py audit verify`.
+
+Where is decided by settings alone (AUDIT_HEAD_REGION, and that region's store as the deployment's
+OBJECT_STORE defaults name it), never by a database row, which whoever rewrites the log could change too.
+A copy is replaced only by one that continues it."""
 
 import json
 
@@ -14,25 +18,24 @@ from ..dataplane.objectstore import ObjectStoreError, region_store
 HEAD_KEY = "service/audit-log-head.json"
 
 
-class NoHeadRegion(Exception):
-    """There is no region to keep the head in."""
+class HeadNotReplaced(Exception):
+    """The log does not continue the copy outside the database: the copy is kept, for `audit verify`."""
 
 
 def head_store():
-    """The store of AUDIT_HEAD_REGION, else of the first region by code."""
-    region = Region.objects.filter(code=settings.AUDIT_HEAD_REGION).first() if settings.AUDIT_HEAD_REGION else None
-    region = region or Region.objects.order_by("code").first()
-    if region is None:
-        raise NoHeadRegion("There is no region whose store could keep the audit log's head.")
-    return region_store(region)
+    """The store of AUDIT_HEAD_REGION as the deployment's settings name it (an unsaved Region: no row's
+    overrides)."""
+    return region_store(Region(code=settings.AUDIT_HEAD_REGION))
 
 
 def write_audit_head():
-    """Seal what is pending, then write the head; returns the copy written."""
+    """Seal what is pending, then write the head where the log continues the copy there; returns it."""
     audit.seal()
-    copy = audit.signed_head()
     store = head_store()
     store.ensure_ready()
+    if problem := audit.copy_problem(read_audit_head()):
+        raise HeadNotReplaced(f"{problem} The copy outside the database is kept; run manage.py audit verify.")
+    copy = audit.signed_head()
     store.put(HEAD_KEY, json.dumps(copy, sort_keys=True).encode())
     return copy
 

@@ -52,7 +52,7 @@ from ..models import (
     new_point_id,
 )
 from .buckets import open_oss_bucket, oss_bucket_refusal
-from .gc import _forget_object, collect_garbage, remove_point
+from .gc import collect_garbage, committing, remove_point
 from .hooks import BACKUP_GUARDS, POINT_COMMITTED, points_edit_refusal
 from .storage import chunk_pks_of, refresh_data_size
 
@@ -322,56 +322,52 @@ def commit_point(*, job, entries, refs, stored_bytes, codec, store, warnings=())
     blob = codec.seal_manifest(point_id, json.dumps(manifest, separators=(",", ":")).encode())
     key = manifest_key(vault, point_id)
     store.put(key, blob)
-    try:
-        with transaction.atomic():
-            locked = Vault.objects.select_for_update().get(pk=vault.pk)
-            chunk_pks = chunk_pks_of(locked, refs).values()
-            if len(chunk_pks) != len(refs):
-                raise BackupFailed("Some chunks left the vault while the backup ran; run the backup again.")
-            files = [e for e in entries if e["type"] in ("file", "object")]
-            point = BackupPoint.objects.create(
-                id=point_id,
-                vault=locked,
-                source=source,
-                source_type=source.source_type,
-                source_location=source.location,
-                created=created,
-                expires=created + timedelta(days=job.retention_days) if job.retention_days else None,
-                files=len(files),
-                size=sum(e["size"] for e in files),
-                stored_bytes=stored_bytes,
-                manifest_key=key,
-                manifest_size=len(blob),
-            )
-            PointChunk.objects.bulk_create([PointChunk(point=point, chunk_id=pk) for pk in chunk_pks], batch_size=5000)
-            refresh_data_size(locked)
-            # this attempt must still hold the job (JobLost otherwise: the point is not created)
-            jobs.finish(
-                BACKUP,
-                job,
-                JobStatus.SUCCEEDED,
-                point=point,
-                warnings=list(warnings),
-                bytes_stored=stored_bytes,
-                files_done=len(files),
-            )
-            record_audit(
-                actor=None,
-                action="commit_point",
-                object_type="backup_point",
-                object_id=point.id,
-                account=locked.account,
-                region_code=locked.region.code,
-                vault=locked.id,
-                files=point.files,
-                size=point.size,
-                stored=stored_bytes,
-            )
-            for listener in POINT_COMMITTED:
-                transaction.on_commit(lambda listener=listener: listener(point))
-    except BaseException:
-        _forget_object(store, key)
-        raise
+    with committing(store, key):
+        locked = Vault.objects.select_for_update().get(pk=vault.pk)
+        chunk_pks = chunk_pks_of(locked, refs).values()
+        if len(chunk_pks) != len(refs):
+            raise BackupFailed("Some chunks left the vault while the backup ran; run the backup again.")
+        files = [e for e in entries if e["type"] in ("file", "object")]
+        point = BackupPoint.objects.create(
+            id=point_id,
+            vault=locked,
+            source=source,
+            source_type=source.source_type,
+            source_location=source.location,
+            created=created,
+            expires=created + timedelta(days=job.retention_days) if job.retention_days else None,
+            files=len(files),
+            size=sum(e["size"] for e in files),
+            stored_bytes=stored_bytes,
+            manifest_key=key,
+            manifest_size=len(blob),
+        )
+        PointChunk.objects.bulk_create([PointChunk(point=point, chunk_id=pk) for pk in chunk_pks], batch_size=5000)
+        refresh_data_size(locked)
+        # this attempt must still hold the job (JobLost otherwise: the point is not created)
+        jobs.finish(
+            BACKUP,
+            job,
+            JobStatus.SUCCEEDED,
+            point=point,
+            warnings=list(warnings),
+            bytes_stored=stored_bytes,
+            files_done=len(files),
+        )
+        record_audit(
+            actor=None,
+            action="commit_point",
+            object_type="backup_point",
+            object_id=point.id,
+            account=locked.account,
+            region_code=locked.region.code,
+            vault=locked.id,
+            files=point.files,
+            size=point.size,
+            stored=stored_bytes,
+        )
+        for listener in POINT_COMMITTED:
+            transaction.on_commit(lambda listener=listener: listener(point))
     return point
 
 

@@ -3,6 +3,7 @@ swept. Never while a backup of the vault runs or another app's work needs its ch
 
 import logging
 from collections import defaultdict
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.db import transaction
@@ -21,11 +22,28 @@ from .storage import refresh_data_size
 log = logging.getLogger(__name__)
 
 
-def _forget_object(store, key):
+def forget_object(store, key):
+    """Take back an object stored for a commit that did not happen; if that fails, the orphan sweep removes it."""
     try:
         store.delete(key)
-    except ObjectStoreError:
-        log.warning("Could not remove %s after a failed commit", key)
+    except Exception:
+        log.warning("Could not remove %s after a failed commit; the orphan sweep will", key)
+
+
+@contextmanager
+def committing(store, key):
+    """transaction.atomic() for the commit of an object stored before it (a point's manifest): unless the
+    transaction commits, the object is taken back; once it has, the object stays, even if an on_commit hook
+    fails after it (a stopping worker raises SystemExit there), since a committed point needs it."""
+    committed = []
+    try:
+        with transaction.atomic():
+            transaction.on_commit(lambda: committed.append(True))  # the first hook: before any that may fail
+            yield
+    except BaseException:
+        if not committed:
+            forget_object(store, key)
+        raise
 
 
 def remove_point(point):

@@ -26,7 +26,7 @@ class Command(ServiceCommand):
     def handle_verify(self, **options):
         try:
             copy = audit_head.read_audit_head()
-        except (audit_head.NoHeadRegion, ObjectStoreError) as exc:
+        except ObjectStoreError as exc:
             raise CommandError(f"Cannot read the head outside the database: {exc}") from exc
         verdict = audit.verify(copy=copy)
         result = {
@@ -36,6 +36,7 @@ class Command(ServiceCommand):
             "unsealed": verdict.unsealed,
             "head_copy": copy,
             "problems": verdict.problems,
+            "notes": verdict.notes,
         }
         where = f"the copy outside the database names row {copy['seq']}" if copy and "seq" in copy else "no copy"
         text = f"{verdict.rows} rows, sealed up to {verdict.sealed_up_to}, {verdict.unsealed} pending; {where}"
@@ -43,8 +44,11 @@ class Command(ServiceCommand):
             if options.get("json"):
                 self.stdout.write(json.dumps(result, default=str))
             raise CommandError("\n".join([f"The audit log was tampered with ({text}):", *verdict.problems]))
-        return result, f"The audit log is intact: {text}."
+        return result, "\n".join([f"The audit log is intact: {text}.", *verdict.notes])
 
     def handle_seal(self, **options):
-        copy = audit_head.write_audit_head()
+        try:
+            copy = audit_head.write_audit_head()
+        except (audit_head.HeadNotReplaced, ObjectStoreError) as exc:
+            raise CommandError(str(exc)) from exc
         return copy, f"Sealed up to row {copy['seq']}; the head is written outside the database."
