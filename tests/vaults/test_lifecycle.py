@@ -111,7 +111,11 @@ def test_backup_lock_on_every_path(vault, account, region, tree, client, django_
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the database's own guards are PostgreSQL triggers")
-def test_backup_lock_holds_in_the_database_whatever_the_path(vault, account, region, tree):
+def point_rows(point):
+    return BackupPoint.objects.filter(pk=point.pk)
+
+
+def test_backup_lock_holds_in_the_database_whatever_the_path(vault, account, region, tree, make_vault):
     # rule T4: a shell's bulk update or delete, or raw SQL, is refused by the database itself
     source = source_of(account, region, tree)
     point = backup(vault, source, retention_days=10)
@@ -119,16 +123,29 @@ def test_backup_lock_holds_in_the_database_whatever_the_path(vault, account, reg
     expiring = backup(vault, source, retention_days=10)
     BackupPoint.objects.filter(pk=expiring.pk).update(expires=soon)  # before the lock
     services.enable_backup_lock(actor=None, vault=vault)
-    attempts = [
-        lambda: BackupPoint.objects.filter(pk=point.pk).update(expires=timezone.now() - timedelta(seconds=1)),
-        lambda: BackupPoint.objects.filter(pk=point.pk).update(expires=timezone.now() + timedelta(days=1)),
-        lambda: BackupPoint.objects.filter(vault=vault).delete(),
-        lambda: Vault.objects.filter(pk=vault.pk).update(backup_lock=False),
-        lambda: connection.cursor().execute("DELETE FROM vaults_backuppoint WHERE id = %s", [point.pk]),
+    other = services.initialize_vault_storage(make_vault("elsewhere").id)
+
+    def sql(statement, *params):
+        return lambda: connection.cursor().execute(statement, params)
+
+    attempts = [  # (what the database says, the attempt)
+        ("Backup lock is on", lambda: point_rows(point).update(expires=timezone.now() - timedelta(seconds=1))),
+        ("Backup lock is on", lambda: point_rows(point).update(expires=timezone.now() + timedelta(days=1))),
+        ("Backup lock is on", lambda: point_rows(point).update(vault=other)),
+        ("Backup lock is on", lambda: BackupPoint.objects.filter(vault=vault).delete()),
+        ("Backup lock is on", lambda: Vault.objects.filter(pk=vault.pk).update(backup_lock=False)),
+        ("Backup lock is on", sql("DELETE FROM vaults_backuppoint WHERE id = %s", point.pk)),
+        ("Backup lock is on", sql("UPDATE vaults_backuppoint SET expires = now() - interval '1 day'")),
+        ("Backup lock is on", sql("UPDATE vaults_vault SET backup_lock = false")),
+        ("Emptying", sql("TRUNCATE vaults_backuppoint CASCADE")),
     ]
-    for attempt in attempts:
-        with pytest.raises(IntegrityError, match="Backup lock is on"), transaction.atomic():
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the checks the test's own writes left pending
+        cursor.execute("SET LOCAL cloud_backup.allow_truncate = 'off'")  # as every session but the suite's
+    for said, attempt in attempts:
+        with pytest.raises(IntegrityError, match=said), transaction.atomic():
             attempt()
+    print(f"locks: {len(attempts)} shell, bulk ORM and SQL paths tried on a locked point or lock, 0 succeeded")
     assert BackupPoint.objects.filter(vault=vault).count() == 2 and Vault.objects.get(pk=vault.pk).backup_lock
     # the expiry path is the one that may delete, once the point has expired by the database's clock
     time.sleep(max(0, (soon - timezone.now()).total_seconds()) + 0.2)

@@ -11,6 +11,7 @@ from datetime import timedelta
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from console.services import audit_refusals, record_audit
@@ -83,18 +84,20 @@ def kept_by_retain_one(point):
     return newest is not None and newest.pk == point.pk
 
 
-def expire_points(now=None):
-    """Delete expired points (the lock allows this path only), then the data no point needs."""
-    now = now or timezone.now()
+def expire_points():
+    """Delete expired points (the lock allows this path only), then the data no point needs.
+
+    Expired by the database's clock, the one its guard of locked points reads (rule T4): the task takes no
+    time from its caller, so nobody can have it expire points early."""
     touched, expired = set(), []
-    for point in BackupPoint.objects.filter(expires__lte=now).select_related(
+    for point in BackupPoint.objects.filter(expires__lte=Now()).select_related(
         "vault__region", "vault__account", "source"
     ):
         if kept_by_retain_one(point) or any(hold(point) for hold in EXPIRY_HOLDS):
             continue
         try:
             with transaction.atomic():
-                locked = BackupPoint.objects.select_for_update().filter(pk=point.pk, expires__lte=now).first()
+                locked = BackupPoint.objects.select_for_update().filter(pk=point.pk, expires__lte=Now()).first()
                 if locked is None:
                     continue
                 remove_point(locked)
