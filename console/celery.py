@@ -27,6 +27,7 @@ app.conf.beat_schedule = {
     "archive-due-points": {"task": "vaults.tasks.archive_due_points_task", "schedule": 3600.0},
     "reconcile-replication": {"task": "replication.tasks.reconcile_pairs_task", "schedule": 60.0},
     "note-storage-usage": {"task": "vaults.tasks.note_storage_usage_task", "schedule": 3600.0},
+    "dispatch-policies": {"task": "vaults.tasks.dispatch_policies_task", "schedule": 30.0},
     "seal-audit-log": {"task": "vaults.tasks.seal_audit_log_task", "schedule": 120.0},
     "prune-broker-messages": {"task": "console.tasks.prune_broker_messages_task", "schedule": 600.0},
 }

@@ -17,6 +17,11 @@ class Account(models.Model):
 
     slug = models.SlugField(max_length=63, unique=True)
     name = models.CharField(max_length=128)
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        help_text="The zone new backup policies' schedules are in (IANA, e.g. Asia/Shanghai).",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

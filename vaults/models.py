@@ -10,6 +10,8 @@ from django.db import models
 
 from console.models import Account, Job, JobProgress, JobStatus, Region, ResourceGroup
 
+from .schedule import Schedule
+
 
 def new_vault_id():
     return "v-" + secrets.token_hex(10)
@@ -283,12 +285,93 @@ class PointChunk(models.Model):
         return f"{self.point_id} -> {self.chunk_id}"
 
 
+def new_policy_id():
+    return "po-" + secrets.token_hex(8)
+
+
+class Policy(models.Model):
+    """Rule C1: a backup policy of an account in a region: its backup rule (vault, schedule, retention) and the
+    sources it backs up. Its schedule is vaults.schedule's, in the policy's own time zone."""
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_policy_id, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="policies")
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="policies")
+    name = models.CharField(max_length=64)
+    vault = models.ForeignKey(Vault, on_delete=models.PROTECT, related_name="policies")
+    time_zone = models.CharField(max_length=64, default="UTC")
+    every = models.DurationField(null=True, blank=True, help_text="Every N minutes, hours or days from `start`...")
+    start = models.DateTimeField(null=True, blank=True)
+    weekdays = models.JSONField(default=list, blank=True, help_text="...or on these days (0 is Monday)...")
+    times = models.JSONField(default=list, blank=True, help_text='...at these times of day ("02:00").')
+    retention_days = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: kept forever.")
+    retain_at_least_one = models.BooleanField("retain at least one version", default=False)
+    keep_weekly = models.PositiveIntegerField(default=0, help_text="Keep the first point of each of the last W weeks.")
+    keep_monthly = models.PositiveIntegerField(default=0)
+    keep_yearly = models.PositiveIntegerField(default=0)
+    archive_after_days = models.PositiveIntegerField(null=True, blank=True)
+    paused = models.BooleanField(default=False)
+    next_run = models.DateTimeField(null=True, blank=True, db_index=True)
+    sources = models.ManyToManyField(BackupSource, through="PolicySource", related_name="policies")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["account", "region", "name"], name="unique_policy_name")]
+        verbose_name_plural = "policies"
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def schedule(self):
+        times = tuple(tuple(int(part) for part in t.split(":")) for t in self.times)
+        return Schedule(
+            zone=self.time_zone, every=self.every, start=self.start, weekdays=tuple(self.weekdays), times=times
+        )
+
+
+class PolicySource(models.Model):
+    """A source bound to a policy (rule C1); a source may be bound to several policies, once to each."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="bindings")
+    source = models.ForeignKey(BackupSource, on_delete=models.CASCADE, related_name="bindings")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["policy", "source"], name="unique_policy_source")]
+
+    def __str__(self):
+        return f"{self.source} in {self.policy}"
+
+
+class PolicyRun(models.Model):
+    """Rule C2: one run of a policy, scheduled or asked for; its backup jobs point at it."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        RUN_NOW = "run now", "Run now"
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="runs")
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    scheduled_for = models.DateTimeField(null=True, blank=True, help_text="The due time a scheduled run made up.")
+    started = models.DateTimeField(auto_now_add=True)
+    late_seconds = models.PositiveIntegerField(default=0, help_text="How long after its due time it ran, when late.")
+    skipped = models.JSONField(default=list, blank=True, help_text="Sources not backed up by this run, and why.")
+
+    class Meta:
+        ordering = ["-started", "-id"]
+
+    def __str__(self):
+        return f"{self.policy} run {self.pk}"
+
+
 class BackupJob(JobProgress, Job):
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="backup_jobs")
     vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="backup_jobs")
     source = models.ForeignKey(BackupSource, on_delete=models.CASCADE, related_name="jobs")
     point = models.ForeignKey(BackupPoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     retention_days = models.PositiveIntegerField(null=True, blank=True)
+    policy_run = models.ForeignKey(PolicyRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     fail_on_change = models.BooleanField(
         default=False, help_text="Fail the job when a file changes while it is read, instead of recording it."
     )

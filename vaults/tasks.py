@@ -6,7 +6,7 @@ from celery import shared_task
 
 from . import services
 from .models import Vault
-from .services import audit_head
+from .services import audit_head, policies
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +61,9 @@ def seal_audit_log_task():
         audit_head.write_audit_head()
     except audit_head.HeadNotReplaced as exc:
         log.error("The audit log was tampered with: %s", exc)
+
+
+@shared_task
+def dispatch_policies_task():
+    """Rule C2: every due backup policy runs once (the claim is in the service: many dispatchers are safe)."""
+    policies.dispatch_due_policies()

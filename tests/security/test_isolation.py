@@ -699,6 +699,17 @@ def command_cases(world):
             ),
         ],
         ("bucket", "list"): [["bucket", "list", *as_b, "--json"]],
+        ("policy", "create"): [
+            swap(
+                ["policy", "create", *as_b, *hz, "--name", "b-policy", "--vault", b.vault_hz.id, "--every", "1d"],
+                (b.vault_hz.id, a.vault_hz.id),
+            )
+        ],
+        ("policy", "list"): [["policy", "list", *as_b, "--json"]],
+        ("source", "create"): [
+            swap(["source", "create", *as_b, *hz, "--name", "b-source", "--path", b.data_dir], (b.data_dir, a.data_dir))
+        ],
+        ("source", "list"): [["source", "list", *as_b, "--json"]],
         ("usage", None): [["usage", *as_b, "--region", code, "--json"] for code in world.regions],
         # it makes a new account: an existing one, A's included, is refused
         ("seed_scale", None): [("refused", ["seed_scale", *hz, "--account", a.account.slug, "--vaults", "1"])],

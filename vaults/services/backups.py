@@ -140,9 +140,11 @@ def vault_backup_refusal(vault):
 
 def backup_refusal(vault, source):
     """Why a backup of this source into this vault cannot start, or None."""
-    reason = vault_backup_refusal(vault)
-    if reason:
-        return reason
+    return vault_backup_refusal(vault) or source_refusal(vault, source)
+
+
+def source_refusal(vault, source):
+    """Why this source can never be backed up into this vault (whatever state the vault is in now), or None."""
     if source.account_id != vault.account_id:
         return "The backup source belongs to another account."
     if source.region_id != vault.region_id:
@@ -161,8 +163,8 @@ def backup_refusal(vault, source):
     return None
 
 
-def start_backup(*, actor, vault, source, retention_days=None, fail_on_change=False):
-    """Queue a backup job of a source into a vault of the same account and region."""
+def start_backup(*, actor, vault, source, retention_days=None, fail_on_change=False, policy_run=None):
+    """Queue a backup job of a source into a vault of the same account and region (for a policy's run too)."""
     with audit_refusals(
         "start_backup",
         actor=actor,
@@ -190,6 +192,7 @@ def start_backup(*, actor, vault, source, retention_days=None, fail_on_change=Fa
                 source=source,
                 retention_days=retention_days,
                 fail_on_change=fail_on_change,
+                policy_run=policy_run,
             )
             record_audit(
                 actor=actor,
@@ -200,6 +203,7 @@ def start_backup(*, actor, vault, source, retention_days=None, fail_on_change=Fa
                 region_code=vault.region.code,
                 vault=vault.id,
                 source=source.name,
+                **({"policy": policy_run.policy.name, "trigger": policy_run.trigger} if policy_run else {}),
             )
             transaction.on_commit(lambda: _enqueue_backup(job.pk))
     return job
