@@ -228,6 +228,9 @@ class BackupPoint(models.Model):
     manifest_key = models.CharField(max_length=255)
     manifest_size = models.BigIntegerField(default=0)
     chunks = models.ManyToManyField("Chunk", through="PointChunk", related_name="points")
+    # rule C3: the policy that made the point (its id outlives the policy) and its rules as they were then
+    by_policy = models.CharField(max_length=32, blank=True, db_index=True)
+    rules = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created"]
@@ -357,6 +360,9 @@ class PolicyRun(models.Model):
     started = models.DateTimeField(auto_now_add=True)
     late_seconds = models.PositiveIntegerField(default=0, help_text="How long after its due time it ran, when late.")
     skipped = models.JSONField(default=list, blank=True, help_text="Sources not backed up by this run, and why.")
+    rules = models.JSONField(
+        default=dict, blank=True, help_text="The policy's rules as they were: its points keep them."
+    )
 
     class Meta:
         ordering = ["-started", "-id"]

@@ -20,6 +20,7 @@ from tests.conftest import ROOT
 from tests.vaults.conftest import make_source, write
 from vaults.models import BackupJob, BackupPoint, Policy, PolicyRun, VaultType
 from vaults.schedule import parse_duration
+from vaults.services import lifecycle as policies_lifecycle
 from vaults.services import policies, run_backup_job
 
 NIGHTLY = policies.policy_schedule(weekdays=range(7), times=((2, 0),), zone="Asia/Shanghai")
@@ -285,3 +286,69 @@ def test_another_accounts_policy_and_sources_are_out_of_reach(policy, other_acco
     assert policy.bindings.count() == 2
     assert command("policy", "list", "--account", other_account.slug)["policies"] == []
     assert Region.objects.filter(pk=policy.region_id).exists()
+
+
+# -- a policy's rules on its points (rule C3) ------------------------------------------------------------------
+
+
+def test_points_keep_the_rules_of_the_run_that_made_them(policy, no_queue):
+    policy = policies.update_policy(actor=None, policy=policy, keep_monthly=6, archive_after_days=10)
+    run = policies.run_policy(actor=None, policy=policy)
+    for job in run.jobs.all():
+        run_backup_job(job.pk)
+    policies.update_policy(actor=None, policy=policy, keep_monthly=0)  # later edits change nothing made before
+    for point in BackupPoint.objects.filter(vault=policy.vault):
+        assert point.by_policy == policy.pk and point.rules["keep_monthly"] == 6 and point.rules["name"] == "nightly"
+
+
+def test_long_term_rules_on_a_year_of_daily_points(normal_vault, account, region, sources):
+    # rule C3: retention 7 days; keep the first point of each of the last 4 weeks, 12 months and 2 years, and
+    # the newest; everything else past its expiry goes. Calendar periods, in UTC here, counted back from now.
+    vault = normal_vault("long-term")
+    source = sources[0]
+    rules = {"policy": "po-year", "name": "year", "time_zone": "UTC", "retain_at_least_one": True,
+             "keep_weekly": 4, "keep_monthly": 12, "keep_yearly": 2, "archive_after_days": None}  # fmt: skip
+    now = timezone.now()
+    days = {}
+    for back in range(400):
+        created = now - timedelta(days=back)
+        point = BackupPoint.objects.create(
+            vault=vault, source=source, source_type=source.source_type, source_location=source.location,
+            created=created, expires=created + timedelta(days=7), manifest_key=f"none/{back}",
+            by_policy="po-year", rules=rules,
+        )  # fmt: skip
+        days[point.pk] = created
+    expired = set(policies_lifecycle.expire_points())
+    kept = set(BackupPoint.objects.filter(vault=vault).values_list("pk", flat=True))
+    assert kept | expired == set(days) and not kept & expired
+
+    def firsts(key, count):
+        """The oldest point of each of the `count` newest periods (by key) that have points."""
+        groups = {}
+        for pk, created in days.items():
+            groups.setdefault(key(created), []).append((created, pk))
+        newest = sorted(groups)[-count:]
+        return {min(groups[period])[1] for period in newest if period in groups}
+
+    this_week = now.date() - timedelta(days=now.weekday())
+    weeks = firsts(lambda d: (this_week - (d.date() - timedelta(days=d.weekday()))).days // -7, 4)
+    months = firsts(lambda d: (d.year, d.month), 12)
+    years = firsts(lambda d: d.year, 2)
+    unexpired = {pk for pk, created in days.items() if created + timedelta(days=7) > now}
+    newest = max(days, key=days.get)
+    assert kept == unexpired | weeks | months | years | {newest}
+    reasons = {pk: policies_lifecycle.kept_by(BackupPoint.objects.get(pk=pk)) for pk in kept - unexpired}
+    assert all(reasons.values()), reasons  # each one kept past its expiry says which rule keeps it
+    print(f"retention: a year of daily points, 7 days and 4 weeks / 12 months / 2 years kept: {len(kept)} of 400 kept")
+
+
+def test_the_archive_rule_moves_the_policys_points_and_the_vaults_own_setting_the_others(policy, no_queue):
+    policy = policies.update_policy(actor=None, policy=policy, archive_after_days=3)
+    run = policies.run_policy(actor=None, policy=policy)
+    for job in run.jobs.all():
+        run_backup_job(job.pk)
+    made = list(BackupPoint.objects.filter(vault=policy.vault).values_list("pk", flat=True))
+    assert policies_lifecycle.archive_due_points() == []  # not old enough
+    BackupPoint.objects.filter(pk__in=made).update(created=timezone.now() - timedelta(days=4))
+    assert sorted(policies_lifecycle.archive_due_points()) == sorted(made)
+    assert set(BackupPoint.objects.filter(pk__in=made).values_list("tier", flat=True)) == {"archive"}

@@ -235,7 +235,7 @@ BACKUP = jobs.register(
         audit=_audit_of,
         lost="The worker running this job stopped. Run the backup again: the data already stored is not "
         "uploaded again.",
-        related=("vault__region", "source", "account"),
+        related=("vault__region", "source", "account", "policy_run"),
         on_claim=_wait_for_collection,
         audit_success=False,  # commit_point's own audit row says what it made
     )
@@ -340,6 +340,8 @@ def commit_point(*, job, entries, refs, stored_bytes, codec, store, warnings=())
             source_location=source.location,
             created=created,
             expires=created + timedelta(days=job.retention_days) if job.retention_days else None,
+            by_policy=job.policy_run.rules.get("policy", "") if job.policy_run else "",
+            rules=job.policy_run.rules if job.policy_run else {},
             files=len(files),
             size=sum(e["size"] for e in files),
             stored_bytes=stored_bytes,

@@ -6,7 +6,8 @@ archive-tier packs; what a standard point still shares stays where it is.
 """
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -75,13 +76,63 @@ def lock_refusal(vault):
     return None
 
 
-def kept_by_retain_one(point):
-    """Rule P4: the newest point of a source that retains at least one version is kept past expiry."""
-    source = point.source
-    if source is None or not source.retain_at_least_one:
-        return False
-    newest = BackupPoint.objects.filter(vault=point.vault_id, source=source).order_by("-created").first()
+PERIODS = (("weekly", "week"), ("monthly", "month"), ("yearly", "year"))
+
+
+def kept_by(point):
+    """Why a point past its expiry is kept (a sentence), or None (rules P4, C3).
+
+    A point a policy made keeps that policy's rules as they were: "retain at least one version" keeps the
+    newest point of the policy and source, and a long-term rule keeps the first point of each of the last W
+    weeks, M months or Y years (calendar periods in the policy's time zone, this one counted) that have one.
+    Other points follow their source's "retain at least one version".
+    """
+    rules = point.rules
+    if not rules:
+        source = point.source
+        if source is not None and source.retain_at_least_one and _newest_of(point, source=source):
+            return "the newest point of its source (retain at least one version)"
+        return None
+    made_by = f"policy {rules.get('name') or rules.get('policy')}"
+    if rules.get("retain_at_least_one") and _newest_of(point, source=point.source_id, by_policy=point.by_policy):
+        return f"the newest point of {made_by} for its source (retain at least one version)"
+    tz = ZoneInfo(rules.get("time_zone") or "UTC")
+    now = timezone.now().astimezone(tz)
+    created = point.created.astimezone(tz)
+    for rule, period in PERIODS:
+        keep = rules.get(f"keep_{rule}") or 0
+        if keep and _periods_back(period, created, now) < keep and _first_of_period(point, period, created, tz):
+            return f"the first point of its {period} ({made_by}: keep {keep} {period}s)"
+    return None
+
+
+def _newest_of(point, **group):
+    newest = BackupPoint.objects.filter(vault=point.vault_id, **group).order_by("-created", "-id").first()
     return newest is not None and newest.pk == point.pk
+
+
+def _period_start(period, moment):
+    day = moment.date()
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1) if period == "month" else day.replace(month=1, day=1)
+
+
+def _periods_back(period, then, now):
+    if period == "week":
+        return (_period_start("week", now) - _period_start("week", then)).days // 7
+    if period == "month":
+        return (now.year - then.year) * 12 + now.month - then.month
+    return now.year - then.year
+
+
+def _first_of_period(point, period, created, tz):
+    start = _period_start(period, created)
+    begins = datetime(start.year, start.month, start.day, tzinfo=tz)
+    earlier = BackupPoint.objects.filter(
+        vault=point.vault_id, source=point.source_id, by_policy=point.by_policy, created__gte=begins
+    ).filter(Q(created__lt=point.created) | Q(created=point.created, id__lt=point.id))
+    return not earlier.exists()
 
 
 def expire_points():
@@ -93,7 +144,7 @@ def expire_points():
     for point in BackupPoint.objects.filter(expires__lte=Now()).select_related(
         "vault__region", "vault__account", "source"
     ):
-        if kept_by_retain_one(point) or any(hold(point) for hold in EXPIRY_HOLDS):
+        if kept_by(point) or any(hold(point) for hold in EXPIRY_HOLDS):
             continue
         try:
             with transaction.atomic():
@@ -159,16 +210,22 @@ def archiving_refusal(vault):
 
 
 def archive_due_points(now=None):
-    """Move every point past its vault's archiving age to the archive tier."""
+    """Move every point past its archiving age to the archive tier (rule P5): a policy's point by its policy's
+    archive rule (C3), any other by its vault's automatic archiving."""
     now = now or timezone.now()
-    moved = []
-    for vault in Vault.objects.filter(archive_after_days__isnull=False).select_related("region", "account"):
+    standard = BackupPoint.objects.filter(tier=Tier.STANDARD).filter(
+        Q(standard_until__isnull=True) | Q(standard_until__lte=now)
+    )
+    due = []
+    for vault in Vault.objects.filter(archive_after_days__isnull=False):
         cutoff = now - timedelta(days=vault.archive_after_days)
-        due = BackupPoint.objects.filter(vault=vault, tier=Tier.STANDARD, created__lte=cutoff).filter(
-            Q(standard_until__isnull=True) | Q(standard_until__lte=now)
-        )
-        for point in due:
-            archive_point(point)
+        due += standard.filter(vault=vault, by_policy="", created__lte=cutoff)
+    for point in standard.exclude(by_policy="").filter(rules__archive_after_days__isnull=False):
+        if point.created <= now - timedelta(days=point.rules["archive_after_days"]):
+            due.append(point)
+    moved = []
+    for point in sorted(due, key=lambda p: (p.vault_id, p.created)):
+        if archive_point(BackupPoint.objects.select_related("vault__region", "vault__account").get(pk=point.pk)):
             moved.append(point.id)
     return moved
 

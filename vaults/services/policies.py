@@ -171,12 +171,26 @@ def unbind_source(*, actor, policy, source):
             record_audit(actor=actor, action="unbind_source", **_about(policy), name=policy.name, source=source.name)
 
 
+def point_rules(policy):
+    """What the points of a run keep of their policy (rule C3): later edits of the policy do not change them."""
+    return {
+        "policy": policy.pk,
+        "name": policy.name,
+        "time_zone": policy.time_zone,
+        **{rule: getattr(policy, rule) for rule in RULES if rule != "retention_days"},
+    }
+
+
 def run_policy(*, actor, policy, trigger=PolicyRun.Trigger.RUN_NOW, scheduled_for=None, late=timedelta(0)):
     """Rule C2: one backup job per bound source; a source whose previous job of this policy is still queued
     or running is skipped, and so is one the backup refuses, each recorded with why."""
     with transaction.atomic():
         run = PolicyRun.objects.create(
-            policy=policy, trigger=trigger, scheduled_for=scheduled_for, late_seconds=int(late.total_seconds())
+            policy=policy,
+            trigger=trigger,
+            scheduled_for=scheduled_for,
+            late_seconds=int(late.total_seconds()),
+            rules=point_rules(policy),
         )
         skipped, started = [], []
         for binding in policy.bindings.select_related("source__account", "source__region").order_by("source__name"):
