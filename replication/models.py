@@ -44,6 +44,8 @@ class ReplicationPair(models.Model):
     error = models.TextField(blank=True, help_text="Why copying is failing now; retried with backoff.")
     error_since = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # rule C4: the policy whose replication rule started the pair (it outlives the rule and the policy)
+    by_policy = models.CharField(max_length=32, blank=True)
     retry_at = models.DateTimeField(
         null=True, blank=True, help_text="When the one retry scheduled after a failure runs (backoff)."
     )
@@ -186,3 +188,16 @@ class CrossRegionTraffic(models.Model):
 
     def __str__(self):
         return f"{self.pair_id} {self.day}: {self.bytes_sent}"
+
+
+class PolicyReplication(models.Model):
+    """A backup policy's replication rule (rules C1, C4, C5): the pair it started or joined. Turning the rule
+    off keeps the pair running: stopping it is Stop backup vault replication's explicit act (R12)."""
+
+    policy = models.OneToOneField("vaults.Policy", on_delete=models.CASCADE, related_name="replication_rule")
+    pair = models.ForeignKey(ReplicationPair, null=True, on_delete=models.SET_NULL, related_name="policy_rules")
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.policy} -> {self.pair_id}"

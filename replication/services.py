@@ -23,7 +23,7 @@ from vaults.dataplane.keys import vault_keys
 from vaults.models import BackupJob, BackupPoint, EncryptionMethod, SourceType, Vault, VaultStatus, VaultType
 
 from .lease import held_elsewhere
-from .models import ReplicationPair
+from .models import PolicyReplication, ReplicationPair
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,11 @@ def active_pair_of(vault):
     )
 
 
-def replication_refusal(vault, *, replicated=None, has_ecs_instance_data=None):
+def replication_refusal(vault, *, replicated=None, has_ecs_instance_data=None, by_policy=False):
     """Rules R1, R3, R7: why this vault cannot be configured for replication, or None.
 
-    A page of many vaults passes what it already knows, so the check costs no query per row.
+    A page of many vaults passes what it already knows, so the check costs no query per row. A policy's
+    replication rule (`by_policy`) is the route for ECS instance data (rule C4).
     """
     if vault.vault_type in NOT_REPLICABLE:
         return NOT_REPLICABLE[vault.vault_type]
@@ -66,6 +67,8 @@ def replication_refusal(vault, *, replicated=None, has_ecs_instance_data=None):
         replicated = ReplicationPair.objects.active().filter(source_vault=vault).exists()
     if replicated:
         return "This vault is already replicated: a vault has at most one replication target."
+    if by_policy:
+        return None
     if has_ecs_instance_data is None:
         has_ecs_instance_data = bool(vaults_with_ecs_instance_data([vault.id]))
     if has_ecs_instance_data:
@@ -106,11 +109,11 @@ def free_target_vaults(account, region, encryption_method=None):
     return rows
 
 
-def start_replication(*, actor, source_vault, destination_region, target_vault=None, create=None):
+def start_replication(*, actor, source_vault, destination_region, target_vault=None, create=None, policy=None):
     """Rules R1-R5: pair the source with a chosen free target, or a new one, and start the historical sync.
 
     `create` holds the new target's fields: name, description, resource_group,
-    encryption_method, kms_key.
+    encryption_method, kms_key. `policy`: the backup policy whose replication rule starts it (rule C4).
     """
     account = source_vault.account
     with audit_refusals(
@@ -125,7 +128,7 @@ def start_replication(*, actor, source_vault, destination_region, target_vault=N
             raise ValidationError("Select a Replication Target Vault or create one.")
         with transaction.atomic():
             source = Vault.objects.select_for_update().select_related("region", "account").get(pk=source_vault.pk)
-            reason = replication_refusal(source)
+            reason = replication_refusal(source, by_policy=policy is not None)
             if reason:
                 raise ValidationError(reason)
             _check_destination(source, destination_region)
@@ -139,6 +142,7 @@ def start_replication(*, actor, source_vault, destination_region, target_vault=N
                 target_vault=target,
                 source_label=f"{source.name} ({source.region.code})",
                 target_label=f"{target.name} ({destination_region.code})",
+                by_policy=policy.pk if policy is not None else "",
             )
             record_audit(
                 actor=actor,
@@ -150,9 +154,95 @@ def start_replication(*, actor, source_vault, destination_region, target_vault=N
                 source=source.id,
                 target=target.id,
                 destination=destination_region.code,
+                **({"policy": policy.name} if policy is not None else {}),
             )
             transaction.on_commit(lambda: enqueue_sync(pair.id))
     return pair
+
+
+def set_policy_replication(*, actor, policy, destination_region, target_vault=None, create=None):
+    """A backup policy's replication rule (rules C1, C4): its vault replicated to `destination_region`, through
+    the Initiate panel's own checks (R1-R5), so every refusal reads the same. A vault has one target (R3): where
+    it is replicated already, the rule joins that pair if it names that target (or none), else it is refused."""
+    vault = policy.vault
+    with audit_refusals(
+        "set_policy_replication",
+        actor=actor,
+        account=policy.account,
+        region_code=policy.region.code,
+        object_type="policy",
+        object_id=policy.pk,
+        name=policy.name,
+    ):
+        with transaction.atomic():
+            pair = ReplicationPair.objects.active().filter(source_vault=vault).select_related("target_vault").first()
+            if pair is not None:
+                named = target_vault is None or target_vault.pk == pair.target_vault_id
+                if create is not None or not named or pair.target_vault.region_id != destination_region.pk:
+                    raise ValidationError(
+                        {
+                            "target_vault": f"{vault.name} is replicated to {pair.target_label} already: a vault has "
+                            "one replication target, so a policy backing up into it must name that one."
+                        }
+                    )
+            else:
+                pair = start_replication(
+                    actor=actor,
+                    source_vault=vault,
+                    destination_region=destination_region,
+                    target_vault=target_vault,
+                    create=create,
+                    policy=policy,
+                )
+            rule, _ = PolicyReplication.objects.update_or_create(
+                policy=policy, defaults={"pair": pair, "enabled": True}
+            )
+            record_audit(
+                actor=actor,
+                action="set_policy_replication",
+                object_type="policy",
+                object_id=policy.pk,
+                account=policy.account,
+                region_code=policy.region.code,
+                name=policy.name,
+                pair=pair.id,
+                target=pair.target_vault_id,
+            )
+    return rule
+
+
+def disable_policy_replication(*, actor, policy):
+    """Rule C5: the rule is off, and the pair goes on: stopping it is Stop backup vault replication (R12)."""
+    with transaction.atomic():
+        rule = PolicyReplication.objects.select_for_update().filter(policy=policy, enabled=True).first()
+        if rule is None:
+            return None
+        rule.enabled = False
+        rule.save(update_fields=["enabled"])
+        record_audit(
+            actor=actor,
+            action="disable_policy_replication",
+            object_type="policy",
+            object_id=policy.pk,
+            account=policy.account,
+            region_code=policy.region.code,
+            name=policy.name,
+            pair=rule.pair_id,
+        )
+    return rule
+
+
+def policy_replication(policy):
+    """What the policy's replication rule shows: None, or its pair's target and state, and whether it is on."""
+    rule = PolicyReplication.objects.filter(policy=policy).select_related("pair").first()
+    if rule is None or rule.pair is None:
+        return None
+    return {
+        "pair": rule.pair_id,
+        "target_vault": rule.pair.target_vault_id,
+        "state": rule.pair.state,
+        "enabled": rule.enabled,
+    }
 
 
 def _check_destination(source, region):
@@ -397,8 +487,10 @@ def point_edit_guard(vault):
 
 
 def backup_guard(vault, source):
-    """Rule R7: ECS instance data is replicated only through a backup policy, not by a replicated vault."""
-    if source.source_type == SourceType.ECS_INSTANCE and active_pair_of(vault):
+    """Rule R7: ECS instance data is replicated only through a backup policy, not by a replicated vault (a
+    pair a policy started replicates it, rule C4, even once the rule is off: C5)."""
+    pair = active_pair_of(vault) if source.source_type == SourceType.ECS_INSTANCE else None
+    if pair is not None and not pair.by_policy:
         return (
             "This vault is replicated from Vault Management: ECS instance data is replicated only through a "
             "backup policy. Back it up into a vault that is not replicated."

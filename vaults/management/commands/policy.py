@@ -4,11 +4,16 @@
 import time
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
+from django.db import transaction
 from django.utils import timezone
 
 from console.commandsupport import ServiceCommand, lookup
 from console.models import Account, Region
+from console.services import record_refusal
+from replication.services import disable_policy_replication, policy_replication, set_policy_replication
+from vaults.management.lookups import group_and_key
 from vaults.models import BackupJob, BackupSource, Policy, Vault
 from vaults.schedule import ScheduleError, parse_duration, parse_times, parse_weekdays, zone_of
 from vaults.services import policies, run_backup_job
@@ -29,7 +34,7 @@ def policy_json(policy):
         "next_runs": [] if policy.paused else [t.isoformat() for t in policy.schedule.next_runs(timezone.now())],
         **{rule: getattr(policy, rule) for rule in policies.RULES},
         "sources": list(policy.bindings.order_by("source_id").values_list("source_id", flat=True)),
-        "replication": None,
+        "replication": policy_replication(policy),
         "last_run": run_json(last) if last else None,
     }
 
@@ -96,6 +101,16 @@ class Command(ServiceCommand):
         for period in ("weekly", "monthly", "yearly"):
             sub.add_argument(f"--keep-{period}", type=int, default=None)
         sub.add_argument("--archive-after-days", type=int, default=None)
+        replicate = sub.add_argument_group("replication rule (a copy of every point in another region)")
+        replicate.add_argument("--replicate-to", default=None, metavar="REGION", help="the destination region")
+        target = replicate.add_mutually_exclusive_group()
+        target.add_argument("--replicate-target", default=None, metavar="VAULT_ID", help="a free target vault there")
+        target.add_argument("--replicate-create-name", default=None, metavar="NAME", help="or a new target vault")
+        replicate.add_argument("--kms-key", default=None, help="the new target's KMS KeyId (a KMS-encrypted vault)")
+        if sub.prog.endswith("update"):
+            replicate.add_argument(
+                "--no-replication", action="store_true", help="turn the rule off (the pair runs until stopped)"
+            )
 
     def schedule_of(self, options, account, policy=None):
         given = any(options[k] is not None for k in ("every", "start", "weekdays", "at", "timezone"))
@@ -134,29 +149,69 @@ class Command(ServiceCommand):
                 rules[rule] = options[rule]
         return rules
 
+    def replication_of(self, options, policy):
+        """The replication rule's arguments for set_policy_replication, or None when none is given."""
+        if not options["replicate_to"]:
+            if options["replicate_target"] or options["replicate_create_name"] or options["kms_key"]:
+                raise CommandError("--replicate-target, --replicate-create-name and --kms-key go with --replicate-to.")
+            return None
+        rule = {"destination_region": lookup(Region.objects, "region", code=options["replicate_to"])}
+        if options["replicate_target"]:
+            rule["target_vault"] = lookup(Vault.objects, "vault", pk=options["replicate_target"])
+        elif options["replicate_create_name"]:
+            _, key = group_and_key(policy.account, None, options["kms_key"])
+            rule["create"] = {"name": options["replicate_create_name"], "kms_key": key}  # encrypted as the source
+        return rule
+
+    def save_with_rule(self, action, account, region, save, options):
+        """The policy and its replication rule land together, or neither does (the refusal audited once)."""
+        try:
+            with transaction.atomic():
+                policy = save()
+                rule = self.replication_of(options, policy)
+                if rule is not None:
+                    set_policy_replication(actor=None, policy=policy, **rule)
+                elif options.get("no_replication"):
+                    disable_policy_replication(actor=None, policy=policy)
+        except ValidationError as exc:
+            record_refusal(actor=None, action=action, error=exc, account=account, region_code=region.code,
+                           object_type="policy")  # fmt: skip
+            raise
+        return policy
+
     def handle_create(self, *, account, region, name, vault, **options):
         account = lookup(Account.objects, "account", slug=account)
         region = lookup(Region.objects, "region", code=region)
         vault = lookup(Vault.objects.select_related("region"), "vault", pk=vault)
-        policy = policies.create_policy(
-            actor=None,
-            account=account,
-            region=region,
-            name=name,
-            vault=vault,
-            schedule=self.schedule_of(options, account),
-            **self.rules_of(options),
+        schedule = self.schedule_of(options, account)
+        policy = self.save_with_rule(
+            "create_policy",
+            account,
+            region,
+            lambda: policies.create_policy(
+                actor=None,
+                account=account,
+                region=region,
+                name=name,
+                vault=vault,
+                schedule=schedule,
+                **self.rules_of(options),
+            ),  # fmt: skip
+            options,
         )
         return policy_json(policy), f"{policy.pk} {policy.name}: {policy.schedule.describe()}"
 
     def handle_update(self, *, policy_id, name, **options):
         policy = _policy(policy_id)
-        policy = policies.update_policy(
-            actor=None,
-            policy=policy,
-            name=name,
-            schedule=self.schedule_of(options, policy.account, policy),
-            **self.rules_of(options),
+        schedule = self.schedule_of(options, policy.account, policy)
+        policy = self.save_with_rule(
+            "update_policy",
+            policy.account,
+            policy.region,
+            lambda: policies.update_policy(
+                actor=None, policy=policy, name=name, schedule=schedule, **self.rules_of(options)
+            ),
+            options,
         )
         return policy_json(policy), f"{policy.pk} {policy.name}: {policy.schedule.describe()}"
 
