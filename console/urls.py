@@ -3,15 +3,15 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from . import views
+from .overview import policies as policy_views
 from .overview import views as overview_views
 
 region_pages = [
-    path(
-        "policies/",
-        views.section,
-        name="policy-center",
-        kwargs={"title": "Policy Center", "blurb": "Backup policies of this region will be listed here."},
-    ),
+    path("policies/", policy_views.policy_center, name="policy-center"),
+    path("policies/create/", policy_views.policy_create, name="policy-create"),
+    path("policies/<str:policy_id>/run/", policy_views.policy_run, name="policy-run"),
+    path("policies/<str:policy_id>/pause/", policy_views.policy_pause, name="policy-pause"),
+    path("policies/<str:policy_id>/delete/", policy_views.policy_delete, name="policy-delete"),
     path("usage/", overview_views.usage, name="usage"),
     path("audit-log/", views.audit_log, name="audit-log"),
 ]

@@ -1,4 +1,4 @@
-"""Console shell: home, account switch, region-scoped pages other apps do not own yet, audit log."""
+"""Console shell: home, account switch, audit log."""
 
 from urllib.parse import urlsplit
 
@@ -54,13 +54,6 @@ def safe_next(request, url):
         return url
     region = request.session.get("region")
     return reverse("vaults:list", kwargs={"region": region}) if region else reverse("home")
-
-
-@region_page
-def section(request, account, region, title, blurb):
-    return render(
-        request, "console/section.html", {"region": region, "account": account, "title": title, "blurb": blurb}
-    )
 
 
 @region_page

@@ -17,10 +17,11 @@ from django.utils import timezone
 
 from console import jobs as console_jobs
 from console.models import Region
-from console.services import audit_refusals, record_audit
+from console.services import audit_refusals, record_audit, record_refusal
 from vaults import services as vault_services
 from vaults.dataplane.keys import vault_keys
 from vaults.models import BackupJob, BackupPoint, EncryptionMethod, SourceType, Vault, VaultStatus, VaultType
+from vaults.services import policies
 
 from .lease import held_elsewhere
 from .models import PolicyReplication, ReplicationPair
@@ -209,6 +210,27 @@ def set_policy_replication(*, actor, policy, destination_region, target_vault=No
                 target=pair.target_vault_id,
             )
     return rule
+
+
+def save_policy(*, actor, action, account, region, save, sources=(), replication=None, replication_off=False):
+    """A policy saved (`save()`: vaults' create_policy or update_policy), its new sources bound and its
+    replication rule set or turned off, together or not at all: a refusal of any part changes nothing and is
+    audited once, as the refusal of `action`. The Policy Center's dialog and `manage.py policy` use it."""
+    try:
+        with transaction.atomic():
+            policy = save()
+            for source in sources:
+                policies.bind_source(actor=actor, policy=policy, source=source)
+            if replication is not None:
+                set_policy_replication(actor=actor, policy=policy, **replication)
+            elif replication_off:
+                disable_policy_replication(actor=actor, policy=policy)
+    except ValidationError as exc:
+        record_refusal(
+            actor=actor, action=action, error=exc, account=account, region_code=region.code, object_type="policy"
+        )
+        raise
+    return policy
 
 
 def disable_policy_replication(*, actor, policy):

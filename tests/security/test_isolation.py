@@ -42,6 +42,7 @@ from tests.vaults.conftest import backup_ok
 from vaults import services as vault_services
 from vaults.dataplane import keys, objectstore
 from vaults.models import EncryptionMethod, SourceType, VaultType
+from vaults.services import policies
 
 pytestmark = pytest.mark.django_db
 
@@ -71,6 +72,16 @@ NOT_IDS = {
     "description",
     "confirmation",
     "retention_days",
+    "retain_at_least_one",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+    "weekdays",
+    "times",
+    "every",
+    "time_zone",
+    "replicate_to",  # a region code, like destination_region
+    "replicate_name",
     "fail_on_change",
     "archive_after_days",
     "mode",
@@ -84,7 +95,6 @@ NOT_IDS = {
     "kind",
     "prefix",
     "source_type",
-    "retain_at_least_one",
     "page",
     "month",
 }
@@ -92,6 +102,7 @@ NOT_IDS = {
 ID_FIELDS = {
     "account",
     "vault",
+    "sources",
     "point",
     "source",
     "target",
@@ -207,6 +218,11 @@ def world(
         side.vault_west_hz = normal(
             vault_services.create_vault(actor=None, account=acct, region=region, name=f"{word}-vault-hz-2")
         )
+        side.policy = policies.create_policy(
+            actor=None, account=acct, region=region, name=f"{word}-policy", vault=side.vault_hz,
+            schedule=policies.policy_schedule(weekdays=range(7), times=((2, 0),)),
+        )  # fmt: skip
+        policies.bind_source(actor=None, policy=side.policy, source=side.source)
     # B's jobs still queued: its lists poll, so their polled tables are found and tried (into a vault and a
     # target of their own: one job at a time per source and vault, and per target, and the controls use B's)
     b.queued_backup = vault_services.start_backup(actor=None, vault=b.vault_west_hz, source=b.source)
@@ -237,6 +253,7 @@ def world(
         "key_id": [a.key_hz.key_id, a.key_west.key_id],
         "run_id": [a.verify_run.pk],
         "group_id": [a.default_group.pk, a.group.pk],
+        "policy_id": [a.policy.pk],
         "account": [a.account.slug],
     }
     b.url_ids = {
@@ -249,6 +266,7 @@ def world(
         "key_id": [b.key_hz.key_id],
         "run_id": [],
         "group_id": [b.group.pk],
+        "policy_id": [b.policy.pk],
         "account": [b.account.slug],
     }
     # what must never show to B: A's names, ids, key ids, paths and file contents
@@ -272,6 +290,8 @@ def world(
         *(v.name for v in (a.vault_hz, a.vault_west, a.free_target, a.replica_vault)),
         a.point.id,
         a.replica_point.id,
+        a.policy.pk,
+        a.policy.name,
     }
     return SimpleNamespace(a=a, b=b, dirs=[tmp_path, base], regions=[region.code, lrs_region.code])
 
@@ -485,6 +505,22 @@ def controls(world):
             },
             {"resource_group": [a.group.pk, a.default_group.pk], "kms_key": [a.key_hz.key_id]},
         ),
+        (
+            "console:policy-create",
+            f"{hz}/policies/create/",
+            {
+                "name": "b-probe-policy",
+                "vault": b.vault_hz.id,
+                "weekdays": ["0"],
+                "times": "02:00",
+                "time_zone": "UTC",
+                "keep_weekly": 0,
+                "keep_monthly": 0,
+                "keep_yearly": 0,
+                "sources": [b.source.pk],
+            },
+            {"vault": [a.vault_hz.id, a.vault_west_hz.id], "sources": [a.source.pk]},
+        ),  # fmt: skip
         (
             "backups:start",
             f"{hz}/vaults/{b.vault_hz.id}/backup/",

@@ -4,15 +4,12 @@
 import time
 from datetime import datetime
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
-from django.db import transaction
 from django.utils import timezone
 
 from console.commandsupport import ServiceCommand, lookup
 from console.models import Account, Region
-from console.services import record_refusal
-from replication.services import disable_policy_replication, policy_replication, set_policy_replication
+from replication.services import policy_replication, save_policy
 from vaults.management.lookups import group_and_key
 from vaults.models import BackupJob, BackupSource, Policy, Vault
 from vaults.schedule import ScheduleError, parse_duration, parse_times, parse_weekdays, zone_of
@@ -149,7 +146,7 @@ class Command(ServiceCommand):
                 rules[rule] = options[rule]
         return rules
 
-    def replication_of(self, options, policy):
+    def replication_of(self, options, account):
         """The replication rule's arguments for set_policy_replication, or None when none is given."""
         if not options["replicate_to"]:
             if options["replicate_target"] or options["replicate_create_name"] or options["kms_key"]:
@@ -159,25 +156,21 @@ class Command(ServiceCommand):
         if options["replicate_target"]:
             rule["target_vault"] = lookup(Vault.objects, "vault", pk=options["replicate_target"])
         elif options["replicate_create_name"]:
-            _, key = group_and_key(policy.account, None, options["kms_key"])
+            _, key = group_and_key(account, None, options["kms_key"])
             rule["create"] = {"name": options["replicate_create_name"], "kms_key": key}  # encrypted as the source
         return rule
 
     def save_with_rule(self, action, account, region, save, options):
-        """The policy and its replication rule land together, or neither does (the refusal audited once)."""
-        try:
-            with transaction.atomic():
-                policy = save()
-                rule = self.replication_of(options, policy)
-                if rule is not None:
-                    set_policy_replication(actor=None, policy=policy, **rule)
-                elif options.get("no_replication"):
-                    disable_policy_replication(actor=None, policy=policy)
-        except ValidationError as exc:
-            record_refusal(actor=None, action=action, error=exc, account=account, region_code=region.code,
-                           object_type="policy")  # fmt: skip
-            raise
-        return policy
+        """The policy and its replication rule land together, or neither does (replication.services.save_policy)."""
+        return save_policy(
+            actor=None,
+            action=action,
+            account=account,
+            region=region,
+            save=save,
+            replication=self.replication_of(options, account),
+            replication_off=bool(options.get("no_replication")),
+        )
 
     def handle_create(self, *, account, region, name, vault, **options):
         account = lookup(Account.objects, "account", slug=account)
