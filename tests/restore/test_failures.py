@@ -19,6 +19,7 @@ from tests.restore.conftest import (
     part_files,
     random_bytes,
     restore,
+    s3_raw_client,
     write,
 )
 from vaults.dataplane.readback import PointReader
@@ -38,6 +39,22 @@ def corrupt_chunk_of(point, path, index=1):
     chunk_hex = entry["chunks"][index][0]
     row = Chunk.objects.select_related("pack").get(vault=point.vault, chunk_id=bytes.fromhex(chunk_hex))
     RawStore(point.vault.region).flip(row.pack.key, row.offset + row.length // 2)
+
+
+def damaged_bucket_point(store_backend, region, point_of):
+    """A point of an OSS source holding FILES, b-victim.bin's data damaged, and an empty bucket to restore to."""
+    source = "src-" + os.urandom(5).hex()
+    if store_backend == "s3":
+        client = s3_raw_client()
+        client.create_bucket(Bucket=source)
+        for name, data in FILES.items():
+            client.put_object(Bucket=source, Key=name, Body=data)
+    else:
+        for name, data in FILES.items():
+            write(local_bucket_dir(region, source) / name, data)
+    point, point_region = point_of("general", SourceType.OSS, bucket=source)
+    corrupt_chunk_of(point, "b-victim.bin")
+    return point, point_region, create_bucket(store_backend, point_region)
 
 
 def assert_failed_run_audited(job):
@@ -74,20 +91,7 @@ def test_corrupted_chunk_fails_naming_the_file_and_leaves_nothing_under_its_name
 
 def test_corrupted_chunk_to_a_bucket_leaves_no_object_under_its_key(store_backend, tmp_path, account, region, point_of):
     # rule S4: the same for OSS; "overwrite" so the run reaches the data (the clash check is tested elsewhere)
-    source = "src-" + os.urandom(5).hex()
-    if store_backend == "s3":
-        from tests.restore.conftest import s3_raw_client
-
-        client = s3_raw_client()
-        client.create_bucket(Bucket=source)
-        for name, data in FILES.items():
-            client.put_object(Bucket=source, Key=name, Body=data)
-    else:
-        for name, data in FILES.items():
-            write(local_bucket_dir(region, source) / name, data)
-    point, point_region = point_of("general", SourceType.OSS, bucket=source)
-    corrupt_chunk_of(point, "b-victim.bin")
-    dest = create_bucket(store_backend, point_region)
+    point, point_region, dest = damaged_bucket_point(store_backend, region, point_of)
 
     job = restore(
         point, make_target(account, point_region, "oss-bucket", dest, prefix="x"), existing=Existing.OVERWRITE
@@ -158,20 +162,7 @@ def test_a_pack_cut_short_is_damage_to_the_files_in_its_lost_part(store_backend,
 
 
 def test_restore_what_is_intact_to_a_bucket(store_backend, tmp_path, account, region, point_of):
-    source = "src-" + os.urandom(5).hex()
-    if store_backend == "s3":
-        from tests.restore.conftest import s3_raw_client
-
-        client = s3_raw_client()
-        client.create_bucket(Bucket=source)
-        for name, data in FILES.items():
-            client.put_object(Bucket=source, Key=name, Body=data)
-    else:
-        for name, data in FILES.items():
-            write(local_bucket_dir(region, source) / name, data)
-    point, point_region = point_of("general", SourceType.OSS, bucket=source)
-    corrupt_chunk_of(point, "b-victim.bin")
-    dest = create_bucket(store_backend, point_region)
+    point, point_region, dest = damaged_bucket_point(store_backend, region, point_of)
 
     job = restore(point, make_target(account, point_region, "oss-bucket", dest, prefix="x"), on_damage=OnDamage.INTACT)
 
